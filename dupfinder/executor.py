@@ -1,0 +1,154 @@
+"""Run batches of work in-process or in a pool of worker processes.
+
+The pipeline hands batches to an :class:`Executor` and reads results as they
+finish; it knows nothing of processes. Another engine (Dask, a cluster) can
+take the pool's place by implementing the same two methods.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol, TypeVar
+
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerCrashed", "make_executor"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker process died (a decoder crashed or the OS killed it) during a batch."""
+
+
+class Executor(Protocol):
+    """Maps a function over items and yields ``(item, result)`` as each finishes.
+
+    ``result`` is the function's return value, or a :class:`WorkerCrashed`
+    instance when the process running it died; ordinary exceptions raised by
+    the function propagate.
+    """
+
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Iterable[T]
+    ) -> Iterator[tuple[T, R | WorkerCrashed]]: ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs everything in the calling process, in order (``--workers 0``).
+
+    >>> list(InlineExecutor().map_unordered(abs, [-1, 2]))
+    [(-1, 1), (2, 2)]
+    """
+
+    def map_unordered(self, fn, items):
+        for item in items:
+            yield item, fn(item)
+
+    def close(self) -> None:
+        pass
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches every process of the terminal's group; only the parent
+    # should react, so that it can stop the pool cleanly and report.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ProcessExecutor:
+    """A pool of worker processes fed a few batches ahead of the results.
+
+    At most ``2 * workers`` batches are in flight, so memory stays bounded
+    however many files there are. A pool whose worker dies is replaced, and
+    the batches that were in it come back as :class:`WorkerCrashed`.
+
+    >>> ex = ProcessExecutor(1)
+    >>> sorted(r for _, r in ex.map_unordered(abs, [-3, 4]))
+    [3, 4]
+    >>> ex.close()
+    """
+
+    def __init__(self, workers: int, *, start_method: str | None = None):
+        self.workers = max(1, workers)
+        self._context = multiprocessing.get_context(start_method)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=self._context, initializer=_ignore_sigint
+            )
+        return self._pool
+
+    def map_unordered(self, fn, items):
+        items = iter(items)
+        in_flight: dict[Future, object] = {}
+        limit = 2 * self.workers
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(in_flight) < limit:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    in_flight[self._submit(fn, item)] = item
+                if not in_flight:
+                    return
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = in_flight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as exc:
+                        self._discard_pool()
+                        result = WorkerCrashed(str(exc) or "a worker process died")
+                    yield item, result
+        finally:
+            if in_flight:
+                # Interrupted or abandoned: do not wait for work nobody reads.
+                for future in in_flight:
+                    future.cancel()
+                self._discard_pool()
+
+    def _submit(self, fn, item) -> Future:
+        try:
+            return self._get_pool().submit(fn, item)
+        except BrokenProcessPool:
+            self._discard_pool()
+            return self._get_pool().submit(fn, item)
+
+    def _discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(workers: int | None, *, jobs: int) -> Executor:
+    """Choose an executor: in-process for ``workers=0`` or tiny jobs, else a pool.
+
+    ``workers=None`` means one per CPU. Fewer than 16 files are hashed
+    in-process: starting processes would cost more than it saves.
+
+    >>> type(make_executor(0, jobs=1000)).__name__, type(make_executor(None, jobs=3)).__name__
+    ('InlineExecutor', 'InlineExecutor')
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+        if jobs < 16:
+            workers = 0
+    if workers <= 0:
+        return InlineExecutor()
+    return ProcessExecutor(workers)

@@ -1,0 +1,279 @@
+"""Write scan results as CSV or JSON, atomically, and read dupfinder's CSV back.
+
+File names are bytes on POSIX and need not be UTF-8. Both formats keep them
+exactly: the CSV is UTF-8 with undecodable bytes written back as the same
+bytes (Python's ``surrogateescape``), and the JSON escapes them as lone
+surrogates ``\\udc80``-``\\udcff`` (``os.fsdecode``'s convention), which
+``json.loads`` and :func:`os.fsencode` turn back into the original bytes.
+
+Spreadsheets run a cell that starts with ``=``, ``+``, ``-`` or ``@`` as a
+formula. Such a cell (and one starting with a tab, a carriage return or a
+single quote) is written with a leading ``'``, which spreadsheets show as
+text; :func:`read_csv` removes it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from .models import ReportFormatError, ScanResult
+
+__all__ = [
+    "CSV_COLUMNS",
+    "ERROR_COLUMNS",
+    "REPORT_VERSION",
+    "FORMATS",
+    "write_report",
+    "render_csv",
+    "render_json",
+    "render_errors_csv",
+    "read_csv",
+    "escape_cell",
+    "unescape_cell",
+    "atomic_writer",
+    "format_time",
+]
+
+CSV_COLUMNS = (
+    "group",
+    "path",
+    "keep",
+    "distance",
+    "transform",
+    "width",
+    "height",
+    "bytes",
+    "modified",
+    "hash",
+    "group_size",
+    "group_max_distance",
+)
+ERROR_COLUMNS = ("path", "stage", "message")
+REPORT_VERSION = 1
+FORMATS = ("csv", "json")
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def escape_cell(value: str) -> str:
+    """Make a text cell safe from spreadsheet formulas.
+
+    >>> escape_cell("=HYPERLINK(1)"), escape_cell("photo.jpg")
+    ("'=HYPERLINK(1)", 'photo.jpg')
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def unescape_cell(value: str) -> str:
+    """Undo :func:`escape_cell`.
+
+    >>> unescape_cell("'=HYPERLINK(1)"), unescape_cell("'plain")
+    ('=HYPERLINK(1)', "'plain")
+    """
+    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
+
+
+def format_time(mtime_ns: int) -> str:
+    """A modification time as ISO 8601 in UTC, to the second.
+
+    >>> format_time(1_700_000_000_123_456_789)
+    '2023-11-14T22:13:20Z'
+    """
+    return datetime.fromtimestamp(mtime_ns // 1_000_000_000, tz=timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def _csv_rows(result: ScanResult) -> Iterator[list]:
+    for group in result.groups:
+        for m in group.members:
+            yield [
+                group.id,
+                escape_cell(m.path),
+                "yes" if m.keep else "no",
+                m.distance,
+                m.transform,
+                m.width,
+                m.height,
+                m.size,
+                format_time(m.mtime_ns),
+                m.hash,
+                len(group),
+                group.max_distance,
+            ]
+
+
+def render_csv(result: ScanResult, out: io.TextIOBase) -> None:
+    """Write one CSV row per file that is in a group, kept file first.
+
+    >>> from dupfinder.models import ScanSettings
+    >>> buf = io.StringIO()
+    >>> render_csv(ScanResult(ScanSettings(roots=(".",)), (), (), ()), buf)
+    >>> buf.getvalue().splitlines()[0]
+    'group,path,keep,distance,transform,width,height,bytes,modified,hash,group_size,group_max_distance'
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_csv_rows(result))
+
+
+def render_errors_csv(result: ScanResult, out: io.TextIOBase) -> None:
+    """Write the files that could not be read: path, stage, message."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ERROR_COLUMNS)
+    for e in result.errors:
+        writer.writerow([escape_cell(e.path), e.stage, escape_cell(e.message)])
+
+
+def _json_document(result: ScanResult) -> dict:
+    from . import __version__
+
+    s = result.settings
+    return {
+        "dupfinder": __version__,
+        "report_version": REPORT_VERSION,
+        "settings": {
+            "roots": list(s.roots),
+            "threshold": s.threshold,
+            "algorithm": s.algorithm,
+            "hash_size": s.hash_size,
+            "compat": s.compat,
+            "orient": s.orient,
+            "include": list(s.include),
+            "exclude": list(s.exclude),
+            "follow_symlinks": s.follow_symlinks,
+            "index": s.index,
+        },
+        "counts": dict(result.counts),
+        "elapsed_seconds": round(result.elapsed, 3),
+        "groups": [
+            {
+                "id": g.id,
+                "size": len(g),
+                "max_distance": g.max_distance,
+                "members": [
+                    {
+                        "path": m.path,
+                        "keep": m.keep,
+                        "distance": m.distance,
+                        "transform": m.transform,
+                        "width": m.width,
+                        "height": m.height,
+                        "bytes": m.size,
+                        "modified": format_time(m.mtime_ns),
+                        "mtime_ns": m.mtime_ns,
+                        "hash": m.hash,
+                    }
+                    for m in g.members
+                ],
+            }
+            for g in result.groups
+        ],
+        "errors": [{"path": e.path, "stage": e.stage, "message": e.message} for e in result.errors],
+    }
+
+
+def render_json(result: ScanResult, out: io.TextIOBase) -> None:
+    """Write one versioned JSON document: settings, counts, groups and errors."""
+    json.dump(_json_document(result), out, indent=1, ensure_ascii=True)
+    out.write("\n")
+
+
+_RENDERERS = {"csv": render_csv, "json": render_json}
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[io.TextIOBase]:
+    """Open a text file that appears at ``path`` only once it is complete.
+
+    The text goes to a temporary file in the same folder, is flushed to disk,
+    then renamed over ``path``: a crash or a full disk leaves the previous
+    report in place, never half a report.
+
+    >>> p = tempfile.mktemp()
+    >>> with atomic_writer(p) as f:
+    ...     _ = f.write("done")
+    >>> open(p).read()
+    'done'
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
+    try:
+        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_report(
+    result: ScanResult,
+    *,
+    format: str = "csv",
+    output: str | os.PathLike | None = None,
+    renderer=None,
+) -> None:
+    """Write the report to ``output`` atomically, or to stdout when it is None.
+
+    >>> from dupfinder.models import ScanSettings
+    >>> p = tempfile.mktemp(suffix=".json")
+    >>> write_report(ScanResult(ScanSettings(roots=(".",)), (), (), ()), format="json", output=p)
+    >>> json.load(open(p))["report_version"]
+    1
+    """
+    render = renderer or _RENDERERS.get(format)
+    if render is None:
+        msg = f"unknown report format {format!r}; choose from {', '.join(FORMATS)}"
+        raise ValueError(msg)
+    if output is None:
+        if not hasattr(sys.stdout, "buffer"):  # a replaced stdout (tests, IDEs)
+            render(result, sys.stdout)
+            return
+        sys.stdout.flush()
+        stream = io.TextIOWrapper(
+            sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", newline="",
+            write_through=True,
+        )
+        try:
+            render(result, stream)
+            stream.flush()
+        finally:
+            stream.detach()
+        return
+    with atomic_writer(output) as f:
+        render(result, f)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a CSV report dupfinder wrote, undoing the formula escaping.
+
+    >>> from dupfinder.models import ScanSettings
+    >>> p = tempfile.mktemp(suffix=".csv")
+    >>> write_report(ScanResult(ScanSettings(roots=(".",)), (), (), ()), output=p)
+    >>> read_csv(p)
+    []
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"group", "path"} - set(reader.fieldnames or ())
+        if missing:
+            msg = f"{os.fspath(path)}: not a dupfinder CSV report (no {', '.join(sorted(missing))} column)"
+            raise ReportFormatError(msg)
+        return [{k: unescape_cell(v or "") for k, v in row.items() if k is not None} for row in reader]

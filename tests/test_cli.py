@@ -1,0 +1,157 @@
+"""The command line, through ``main(argv) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imagehash
+import pytest
+from PIL import Image
+
+import dupfinder
+from dupfinder.cli import ExitStatus, build_parser, main
+from dupfinder.report import read_csv
+
+from .conftest import SAMPLES, open_rgb
+
+
+@pytest.fixture
+def dup_tree(tmp_path, photos):
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    for src in photos[:4]:
+        shutil.copyfile(src, folder / src.name)
+    open_rgb(photos[0]).resize((160, 120)).save(folder / "small_copy.jpg", quality=85)
+    return folder
+
+
+def test_scan_finds_duplicates_and_exits_1(dup_tree, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    code = main(["scan", str(dup_tree), "--threshold", "5", "--workers", "0", "--output", str(out)])
+    assert code == ExitStatus.DUPLICATES_FOUND == 1
+    rows = read_csv(out)
+    assert {Path(r["path"]).name for r in rows} == {"p0001.jpg", "small_copy.jpg"}
+    err = capsys.readouterr().err
+    assert "5 images hashed, 1 groups, 1 duplicates, 0 unreadable" in err
+
+
+def test_scan_without_duplicates_exits_0(photos, tmp_path):
+    for src in photos[:3]:
+        shutil.copyfile(src, tmp_path / src.name)
+    assert main(["scan", str(tmp_path), "-j", "0", "-o", str(tmp_path / "r.csv")]) == 0
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["scan"]) == ExitStatus.ERROR
+    assert main(["scan", str(tmp_path), "--threshold", "-3"]) == ExitStatus.ERROR
+    assert "threshold must be 0 or more" in capsys.readouterr().err
+    assert main(["scan", str(tmp_path), "--hash-size", "10"]) == ExitStatus.ERROR
+    assert main(["frobnicate"]) == ExitStatus.ERROR
+
+
+def test_quiet_prints_nothing(dup_tree, tmp_path, capsys):
+    main(["scan", str(dup_tree), "-q", "-j", "0", "-o", str(tmp_path / "r.csv")])
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_json_to_stdout(dup_tree, capsys):
+    assert main(["scan", str(dup_tree), "-f", "json", "-q", "-j", "0"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["groups"] == 1
+
+
+def test_errors_file_lists_unreadable(dup_tree, tmp_path, capsys):
+    (dup_tree / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    errs = tmp_path / "errors.csv"
+    code = main(["scan", str(dup_tree), "-j", "0", "-o", str(tmp_path / "r.csv"), "--errors", str(errs)])
+    assert code == 1  # an unreadable file does not fail the run
+    lines = errs.read_text().splitlines()
+    assert lines[0] == "path,stage,message"
+    assert lines[1].startswith(str(dup_tree / "broken.jpg"))
+    assert "1 unreadable" in capsys.readouterr().err
+
+
+def test_errors_go_to_stderr_when_no_other_place(dup_tree, capsys):
+    (dup_tree / "broken.png").write_text("nope")
+    main(["scan", str(dup_tree), "-j", "0"])
+    err = capsys.readouterr().err
+    assert f"{dup_tree / 'broken.png'}: open: not an image file" in err
+
+
+def test_hash_command_prints_like_sha256sum(photos, capsys):
+    code = main(["hash", str(photos[0]), str(photos[1])])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line, path in zip(lines, photos[:2]):
+        hexhash, name = line.split("  ", 1)
+        assert name == str(path)
+        assert hexhash == str(imagehash.phash(Image.open(path)))
+
+
+def test_hash_command_error_line_on_stderr(tmp_path, photos, capsys):
+    code = main(["hash", str(photos[0]), str(tmp_path / "missing.jpg")])
+    assert code == ExitStatus.ERROR
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    assert "missing.jpg: file vanished" in captured.err
+
+
+@pytest.mark.parametrize("algorithm, fn", [("ahash", imagehash.average_hash), ("dhash", imagehash.dhash),
+                                            ("phash", imagehash.phash), ("whash", imagehash.whash)])
+@pytest.mark.parametrize("size", [8, 16])
+def test_compat_imagehash_equals_imagehash_on_the_file(tmp_path, photos, capsys, algorithm, fn, size):
+    # A sideways phone photo, where our default (orientation applied) differs.
+    src = open_rgb(photos[3])
+    p = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    src.transpose(Image.Transpose.ROTATE_270).resize((1200, 1600)).save(p, exif=exif, quality=90)
+    main(["hash", "--compat", "imagehash", "-a", algorithm, "--hash-size", str(size), str(p)])
+    ours = capsys.readouterr().out.split()[0]
+    assert ours == str(fn(Image.open(p), hash_size=size))
+
+
+def test_sample_images_scan_shows_groups(tmp_path):
+    out = tmp_path / "r.csv"
+    code = main(["scan", str(SAMPLES), "--threshold", "5", "--format", "csv", "-o", str(out), "-q"])
+    assert code == 1
+    groups = {}
+    for r in read_csv(out):
+        groups.setdefault(r["group"], set()).add(Path(r["path"]).name)
+    assert {"china_half_size.jpg", "p0013.jpg"} in groups.values()
+    assert {"p0002.jpg", "p0002_phone_sideways.jpg"} in groups.values()
+    assert len(groups) >= 7
+
+
+def test_python_dash_m_runs(tmp_path, photos):
+    proc = subprocess.run([sys.executable, "-m", "dupfinder", "hash", str(photos[0])],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith(str(imagehash.phash(Image.open(photos[0]))))
+
+
+def test_every_public_name_has_a_docstring():
+    for name in dupfinder.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(dupfinder, name)
+        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_every_cli_option_has_help():
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+            elif not isinstance(action, argparse._HelpAction):
+                yield parser.prog, action
+
+    for prog, action in walk(build_parser()):
+        assert action.help, f"{prog} {action.option_strings or action.dest} has no help text"

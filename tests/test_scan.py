@@ -1,0 +1,179 @@
+"""The pipeline end to end, on real photos and their variants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance
+
+from dupfinder import scan
+from dupfinder.executor import InlineExecutor, ProcessExecutor
+from dupfinder.models import Progress, UsageError
+
+from .conftest import open_rgb
+from .test_imaging import write_bomb_png
+
+VARIANTS = {
+    "half": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS),
+    "double": lambda im: im.resize((im.width * 2, im.height * 2), Image.Resampling.BICUBIC),
+    "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.15),
+    "grey": lambda im: im.convert("L"),
+}
+
+
+def make_variants(src: Path, folder: Path) -> list[Path]:
+    im = open_rgb(src)
+    out = []
+    for name, fn in VARIANTS.items():
+        p = folder / f"{src.stem}_{name}.jpg"
+        fn(im).save(p, quality=80)
+        out.append(p)
+    p = folder / f"{src.stem}_q30.jpg"
+    im.save(p, quality=30)
+    out.append(p)
+    p = folder / f"{src.stem}_resaved.png"
+    im.save(p)
+    out.append(p)
+    p = folder / f"{src.stem}_copy{src.suffix}"
+    shutil.copyfile(src, p)
+    out.append(p)
+    return out
+
+
+def group_sets(result):
+    return [frozenset(Path(m.path).name for m in g.members) for g in result.groups]
+
+
+def test_variants_join_their_original_and_unrelated_stay_alone(tmp_path, photos):
+    originals = photos[:12]
+    expected = []
+    for src in originals:
+        shutil.copyfile(src, tmp_path / src.name)
+    for src in originals[:4]:
+        made = make_variants(src, tmp_path)
+        expected.append(frozenset([src.name] + [p.name for p in made]))
+    result = scan([tmp_path], threshold=8, workers=0)
+    assert sorted(group_sets(result), key=sorted) == sorted(expected, key=sorted)
+    assert not result.errors
+    for g in result.groups:
+        assert g.keep.keep and sum(m.keep for m in g.members) == 1
+        assert g.keep.distance == 0
+        # The kept file has the most pixels: the upscaled variant.
+        assert "double" in Path(g.keep.path).name
+
+
+def test_unrelated_real_photos_form_no_group(photos, tmp_path):
+    for src in photos:
+        shutil.copyfile(src, tmp_path / src.name)
+    result = scan([tmp_path], threshold=5, workers=0)
+    assert result.groups == ()
+    assert result.counts["hashed"] == len(photos)
+
+
+def test_bad_inputs_are_error_rows_and_the_scan_finishes(tmp_path, photos):
+    for src in photos[:3]:
+        shutil.copyfile(src, tmp_path / src.name)
+    shutil.copyfile(photos[0], tmp_path / "dup.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    jpeg = photos[0].read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    write_bomb_png(tmp_path / "bomb.png")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    result = scan([tmp_path], workers=0, follow_symlinks=True)
+    by_name = {Path(e.path).name: e for e in result.errors}
+    assert set(by_name) == {"empty.jpg", "text.png", "cut.jpg", "bomb.png"}
+    assert by_name["bomb.png"].message.startswith("too many pixels")
+    assert result.counts["hashed"] == 4
+    assert group_sets(result) == [frozenset({photos[0].name, "dup.jpg"})]
+
+
+def test_file_deleted_while_the_scan_runs(tmp_path, photos):
+    for src in photos[:5]:
+        shutil.copyfile(src, tmp_path / src.name)
+    victim = tmp_path / photos[2].name
+
+    def on_progress(p: Progress):
+        if p.stage == "hash" and p.done == 0 and victim.exists():
+            victim.unlink()  # after the walk listed it, before it is decoded
+
+    result = scan([tmp_path], workers=0, progress=on_progress)
+    assert [(Path(e.path).name, e.stage) for e in result.errors] == [(victim.name, "open")]
+    assert "vanished" in result.errors[0].message
+    assert result.counts["hashed"] == 4
+
+
+def test_pool_gives_the_same_result_as_in_process(tmp_path, photos):
+    for src in photos[:6]:
+        shutil.copyfile(src, tmp_path / src.name)
+    make_variants(photos[0], tmp_path)
+    inline = scan([tmp_path], executor=InlineExecutor())
+    pool = ProcessExecutor(2)
+    try:
+        pooled = scan([tmp_path], executor=pool)
+    finally:
+        pool.close()
+    assert pooled.groups == inline.groups
+    assert pooled.files == inline.files
+
+
+def test_spawn_start_method_works(tmp_path, photos):
+    for src in photos[:3]:
+        shutil.copyfile(src, tmp_path / src.name)
+    shutil.copyfile(photos[0], tmp_path / "again.jpg")
+    ex = ProcessExecutor(2, start_method="spawn")
+    try:
+        result = scan([tmp_path], executor=ex)
+    finally:
+        ex.close()
+    assert group_sets(result) == [frozenset({photos[0].name, "again.jpg"})]
+
+
+def test_progress_is_reported_as_data(tmp_path, photos):
+    for src in photos[:4]:
+        shutil.copyfile(src, tmp_path / src.name)
+    seen: list[Progress] = []
+    scan([tmp_path], workers=0, progress=seen.append)
+    hashing = [p for p in seen if p.stage == "hash"]
+    assert hashing[0].done == 0 and hashing[-1].done == hashing[-1].total == 4
+    assert [p.done for p in hashing] == sorted(p.done for p in hashing)
+
+
+def test_output_order_does_not_depend_on_discovery(tmp_path, photos):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for src in photos[:3]:
+        shutil.copyfile(src, a / src.name)
+        shutil.copyfile(src, b / src.name)
+    one = scan([a, b], workers=0)
+    two = scan([b, a], workers=0)
+    assert one.groups == two.groups
+    assert [g.keep.path for g in one.groups] == sorted(g.keep.path for g in one.groups)
+
+
+def test_overlapping_roots_list_a_file_once(tmp_path, photos):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    shutil.copyfile(photos[0], sub / "x.jpg")
+    result = scan([tmp_path, sub], workers=0)
+    assert result.counts["hashed"] == 1 and result.groups == ()
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"threshold": -1}, "threshold"),
+        ({"algorithm": "md5"}, "algorithm"),
+        ({"hash_size": 12}, "multiple of 8"),
+        ({"index": "magic"}, "index"),
+    ],
+)
+def test_bad_settings_raise_usage_error(tmp_path, kwargs, words):
+    with pytest.raises(UsageError, match=words):
+        scan([tmp_path], workers=0, **kwargs)
