@@ -7,6 +7,7 @@ into text; the work itself is in :mod:`dupfinder.scan` and friends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import os
@@ -17,7 +18,7 @@ from enum import IntEnum
 
 from . import __version__, hashes
 from .fingerprint import COMPAT_MODES, HashSpec, fingerprint_file
-from .models import DupfinderError, Progress, ScanError, ScanResult
+from .models import DupfinderError, Progress, ScanError, ScanResult, UsageError
 from .report import FORMATS, atomic_writer, render_errors_csv, write_report
 from .scan import INDEX_METHODS, scan
 
@@ -40,6 +41,7 @@ class ExitStatus(IntEnum):
     NO_DUPLICATES = 0
     DUPLICATES_FOUND = 1
     ERROR = 2
+    BUSY = 75  # EX_TEMPFAIL: another dupfinder holds the cache; try later
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -115,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dupfinder",
         description="Find duplicate and near-duplicate images.",
-        epilog="Exit status: 0 no duplicates, 1 duplicates found, 2 error, 130 interrupted, "
-        "143 terminated.",
+        epilog="Exit status: 0 no duplicates, 1 duplicates found, 2 error, 75 cache busy, "
+        "130 interrupted, 143 terminated.",
     )
     parser.add_argument("--version", action="version", version=f"dupfinder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -155,13 +157,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--output", "-o", metavar="FILE", default=None,
-        help="write the report to FILE, atomically (default: standard output)",
+        help="write the report to FILE, atomically (default: standard output); strftime "
+        "patterns such as reports/dups-%%Y-%%m-%%d.csv are filled in with the date",
     )
     s.add_argument(
         "--errors", metavar="FILE", default=None,
         help="write the files that could not be read to FILE as CSV (path,stage,message)",
     )
-    s.add_argument("--quiet", "-q", action="store_true", help="print nothing but fatal errors")
+    s.add_argument(
+        "--keep", default="default", metavar="RULE",
+        help="file each group keeps: default (most pixels, then largest file), largest, "
+        "oldest, newest, shortest-path, or prefer:GLOB",
+    )
+    _add_cache_option(s)
+    s.add_argument(
+        "--no-cache", action="store_true",
+        help="neither read nor write the hash cache (--new-since and the ignore list need it)",
+    )
+    s.add_argument(
+        "--new-since", metavar="WHEN", default=None,
+        help="report only groups that gained a file since WHEN: 'last' (the start of the last "
+        "completed scan of the same folders) or a date/time such as 2026-11-25 or 2026-11-25T22:00",
+    )
+    s.add_argument(
+        "--log-file", metavar="FILE", default=None,
+        help="also append warnings and errors, with the time, to FILE",
+    )
+    s.add_argument("--quiet", "-q", action="store_true", help="print nothing on success; fatal errors still go to stderr")
     s.add_argument("--verbose", "-v", action="store_true", help="log what is being done")
     s.add_argument(
         "--progress", choices=("auto", "always", "never"), default="auto",
@@ -171,16 +193,64 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hash", help="print the perceptual hash of each file, like sha256sum")
     h.add_argument("files", nargs="+", metavar="FILE", help="image files to hash")
     _add_hash_options(h)
+
+    c = sub.add_parser("cache", help="look after the hash cache")
+    csub = c.add_subparsers(dest="cache_command", metavar="ACTION")
+    csub.required = True
+    _add_cache_option(csub.add_parser("info", help="entries, size and location of the cache"))
+    _add_cache_option(csub.add_parser("prune", help="drop entries of files that no longer exist"))
+
+    i = sub.add_parser("ignore", help="record pairs of files that are not duplicates")
+    isub = i.add_subparsers(dest="ignore_command", metavar="ACTION")
+    isub.required = True
+    ia = isub.add_parser("add", help="never group these files with each other again")
+    ia.add_argument("files", nargs="+", metavar="FILE", help="two or more files (every pair is ignored)")
+    ia.add_argument("--reason", default="", help="a note kept with the entry")
+    _add_cache_option(ia)
+    ii = isub.add_parser("import", help="ignore what a reviewed CSV report says is not a duplicate")
+    ii.add_argument("report", metavar="REPORT", help="a CSV report from dupfinder scan, with a verdict column")
+    ii.add_argument(
+        "--column", default="verdict",
+        help="the column holding the verdict (default: verdict); a row whose verdict is "
+        "'not duplicate', 'different', 'keep both' or 'ignore' is not a duplicate of the rest of its group",
+    )
+    _add_cache_option(ii)
+    il = isub.add_parser("list", help="show the ignore list with its ids")
+    _add_cache_option(il)
+    ir = isub.add_parser("remove", help="take entries off the ignore list")
+    ir.add_argument("ids", nargs="+", type=int, metavar="ID", help="ids shown by 'ignore list'")
+    _add_cache_option(ir)
+
+    try:
+        from .cli_actions import register
+    except ImportError:  # pragma: no cover - the actions module is optional while it is written
+        register = None
+    if register is not None:
+        register(sub)
     return parser
 
 
-def _stdout() -> io.TextIOBase:
-    if hasattr(sys.stdout, "buffer"):
-        sys.stdout.flush()
-        return io.TextIOWrapper(
-            sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", write_through=True
-        )
-    return sys.stdout
+def _add_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache", metavar="PATH", default=None,
+        help="hash cache file (default: $XDG_CACHE_HOME/dupfinder/cache.sqlite, "
+        "else ~/.cache/dupfinder/cache.sqlite)",
+    )
+
+
+@contextlib.contextmanager
+def _stdout():
+    """Standard output that writes file names' undecodable bytes back as bytes."""
+    if not hasattr(sys.stdout, "buffer"):
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", write_through=True)
+    try:
+        yield out
+        out.flush()
+    finally:
+        out.detach()  # closing the wrapper must not close sys.stdout
 
 
 def _print_error(message: str) -> None:
@@ -195,37 +265,72 @@ def _run_hash(args) -> int:
     if args.hash_size < 8 or args.hash_size % 8:
         _print_error(f"error: --hash-size must be a multiple of 8, not {args.hash_size}")
         return ExitStatus.ERROR
-    out = _stdout()
     failed = 0
-    for path in args.files:
-        result = fingerprint_file(path, spec)
-        if isinstance(result, ScanError):
-            failed += 1
-            _print_error(f"{result.path}: {result.message}")
-        else:
-            out.write(f"{result.hash}  {path}\n")
-    out.flush()
-    if out is not sys.stdout:
-        out.detach()
+    with _stdout() as out:
+        for path in args.files:
+            result = fingerprint_file(path, spec)
+            if isinstance(result, ScanError):
+                failed += 1
+                _print_error(f"{result.path}: {result.message}")
+            else:
+                out.write(f"{result.hash}  {path}\n")
     return ExitStatus.ERROR if failed else ExitStatus.NO_DUPLICATES
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _summary(result: ScanResult, args) -> str:
     c = result.counts
     text = (
-        f"{c.get('hashed', 0)} images hashed, {c.get('groups', 0)} groups, "
-        f"{c.get('duplicates', 0)} duplicates, {c.get('errors', 0)} unreadable"
+        f"{_plural(c.get('hashed', 0), 'image')} hashed ({c.get('cached', 0)} from the cache), "
+        f"{_plural(c.get('groups', 0), 'group')}, {_plural(c.get('duplicates', 0), 'duplicate')}, "
+        f"{c.get('errors', 0)} unreadable"
     )
     if result.errors and args.format == "csv" and not args.errors:
         text += " (listed above; --errors FILE saves them)"
     return f"{text} in {result.elapsed:.1f}s"
 
 
+def _parse_when(text: str) -> float | str:
+    if text == "last":
+        return "last"
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"--new-since takes 'last' or a date such as 2026-11-25 or 2026-11-25T22:00, not {text!r}"
+        raise UsageError(msg) from None
+    return when.timestamp()  # a time without zone is local time, as people mean it
+
+
+def _expand_output(path: str | None) -> str | None:
+    if path is None or "%" not in path:
+        return path
+    import time
+
+    return time.strftime(path)
+
+
+def _open_cache(args, *, lock: bool = False):
+    from .cache import Cache, default_cache_path
+
+    return Cache(args.cache or default_cache_path(), lock=lock)
+
+
 def _run_scan(args) -> int:
     show_bar = args.progress == "always" or (
         args.progress == "auto" and not args.quiet and sys.stderr.isatty()
     )
+    new_since = _parse_when(args.new_since) if args.new_since else None
+    if args.no_cache and new_since is not None:
+        raise UsageError("--new-since needs the cache; drop --no-cache")
+    output = _expand_output(args.output)
+    errors_file = _expand_output(args.errors)
     bars = _ProgressBars(show_bar)
+    cache = None if args.no_cache else _open_cache(args, lock=True)
     try:
         result = scan(
             args.paths,
@@ -238,27 +343,147 @@ def _run_scan(args) -> int:
             exclude=args.exclude,
             follow_symlinks=args.follow_symlinks,
             index=args.index,
+            keep=args.keep,
+            new_since=new_since,
+            cache=cache,
             workers=args.workers,
             progress=bars,
         )
     finally:
         bars.close()
-    write_report(result, format=args.format, output=args.output)
-    if args.errors:
-        with atomic_writer(args.errors) as f:
+        if cache is not None:
+            cache.close()
+    if output:
+        parent = os.path.dirname(os.path.abspath(output))
+        os.makedirs(parent, exist_ok=True)
+    write_report(result, format=args.format, output=output)
+    if errors_file:
+        with atomic_writer(errors_file) as f:
             render_errors_csv(result, f)
+    for e in result.errors:
+        log.debug("%s: %s: %s", e.path, e.stage, e.message)
+        if args.log_file:
+            _to_log_file(f"unreadable: {e.path}: {e.stage}: {e.message}")
     if not args.quiet:
-        if args.format == "csv" and not args.errors:
+        if args.format == "csv" and not errors_file:
             for e in result.errors:
                 _print_error(f"{e.path}: {e.stage}: {e.message}")
         _print_error(_summary(result, args))
     return ExitStatus.DUPLICATES_FOUND if result.has_duplicates else ExitStatus.NO_DUPLICATES
 
 
+def _to_log_file(message: str) -> None:
+    logging.getLogger("dupfinder.run").warning(message)
+
+
+def _run_cache(args) -> int:
+    with _open_cache(args) as cache:
+        if args.cache_command == "info":
+            info = cache.info()
+            with _stdout() as out:
+                out.write(
+                    f"location: {info.path}\nfiles: {info.files}\nresults: {info.results}\n"
+                    f"scans: {info.scans}\nignored pairs: {info.ignored}\nsize: {info.bytes} bytes\n"
+                )
+        else:
+            n = cache.prune()
+            _print_error(f"pruned {_plural(n, 'entry') if n == 1 else f'{n} entries'} of files that no longer exist")
+    return ExitStatus.NO_DUPLICATES
+
+
+_NOT_DUPLICATE = {"not duplicate", "not a duplicate", "different", "keep both", "ignore", "not duplicates"}
+
+
+def _digest_for(cache, path: str) -> bytes | None:
+    from .fingerprint import file_digest
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    known = cache.file_digest(os.path.abspath(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    if known is not None:
+        return known
+    digest = file_digest(path)
+    return None if isinstance(digest, ScanError) else digest
+
+
+def _run_ignore(args) -> int:
+    from itertools import combinations
+
+    from .report import read_csv
+
+    with _open_cache(args) as cache:
+        if args.ignore_command == "list":
+            with _stdout() as out:
+                for i, a, b, reason, _ in cache.list_ignored():
+                    out.write(f"{i}\t{a}\t{b}\t{reason}\n")
+            return ExitStatus.NO_DUPLICATES
+        if args.ignore_command == "remove":
+            n = cache.unignore(args.ids)
+            _print_error(f"removed {n} of {len(args.ids)}")
+            return ExitStatus.NO_DUPLICATES if n == len(args.ids) else ExitStatus.ERROR
+        if args.ignore_command == "add":
+            pairs = list(combinations(args.files, 2))
+            reason = args.reason
+        else:
+            rows = read_csv(args.report)
+            if rows and args.column not in rows[0]:
+                raise UsageError(f"{args.report}: no {args.column!r} column")
+            groups: dict[str, list[dict]] = {}
+            for r in rows:
+                groups.setdefault(r["group"], []).append(r)
+            pairs = []
+            for members in groups.values():
+                for r in members:
+                    verdict = " ".join(r.get(args.column, "").lower().replace("-", " ").replace("_", " ").split())
+                    if verdict in _NOT_DUPLICATE:
+                        pairs.extend((r["path"], o["path"]) for o in members if o is not r)
+            reason = f"from {os.path.basename(args.report)}"
+        digests: dict[str, bytes | None] = {}
+        added = 0
+        missing = set()
+        for a, b in pairs:
+            for p in (a, b):
+                if p not in digests:
+                    digests[p] = _digest_for(cache, p)
+                    if digests[p] is None:
+                        missing.add(p)
+            if digests[a] and digests[b]:
+                added += cache.ignore(digests[a], digests[b], a_path=a, b_path=b, reason=reason)
+        cache.commit()
+        for p in sorted(missing):
+            _print_error(f"{p}: cannot be read, not ignored")
+        _print_error(f"{_plural(added, 'pair')} added to the ignore list")
+        return ExitStatus.ERROR if missing else ExitStatus.NO_DUPLICATES
+
+
+def _setup_logging(args) -> None:
+    level = logging.WARNING
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="dupfinder: %(message)s", stream=sys.stderr, force=True)
+    run_log = logging.getLogger("dupfinder.run")
+    run_log.propagate = False
+    run_log.handlers.clear()
+    log_file = getattr(args, "log_file", None)
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
+        handler.setFormatter(logging.Formatter("%(asctime)s dupfinder: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        root = logging.getLogger()
+        root.setLevel(min(root.level, logging.WARNING))
+        root.handlers[0].setLevel(level)
+        root.addHandler(handler)
+        run_log.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (see :class:`ExitStatus`).
 
-    >>> main(["scan", "--threshold", "-1", "photos"])
+    >>> main(["scan", "--threshold", "-1", "--no-cache", "photos"])
     2
     """
     parser = build_parser()
@@ -266,26 +491,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
-    logging.basicConfig(level=level, format="dupfinder: %(message)s", stream=sys.stderr)
+    _setup_logging(args)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
+    from .cache import CacheBusyError
+
+    def fail(message: str, code: ExitStatus) -> int:
+        _print_error(message)
+        if getattr(args, "log_file", None):
+            _to_log_file(message)
+        return int(code)
+
     try:
         if args.command == "hash":
             return int(_run_hash(args))
-        return int(_run_scan(args))
+        if args.command == "cache":
+            return int(_run_cache(args))
+        if args.command == "ignore":
+            return int(_run_ignore(args))
+        if args.command == "scan":
+            return int(_run_scan(args))
+        return int(args.handler(args))
     except _Terminated:
-        _print_error("terminated")
-        return int(ExitStatus.TERMINATED)
+        return fail("terminated; the work done so far is cached", ExitStatus.TERMINATED)
     except KeyboardInterrupt:
-        _print_error("interrupted")
-        return int(ExitStatus.INTERRUPTED)
+        return fail("interrupted; the work done so far is cached", ExitStatus.INTERRUPTED)
+    except CacheBusyError as exc:
+        return fail(f"busy: {exc}", ExitStatus.BUSY)
     except (DupfinderError, OSError) as exc:
-        _print_error(f"error: {exc}")
-        return int(ExitStatus.ERROR)
+        return fail(f"error: {exc}", ExitStatus.ERROR)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

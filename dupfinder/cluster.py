@@ -14,9 +14,9 @@ import numpy as np
 from .index import find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member
 
-__all__ = ["KEEP_RULES", "keep_key", "connected_groups", "build_groups"]
+__all__ = ["KEEP_RULES", "keep_key", "keep_rule", "connected_groups", "build_groups", "only_new"]
 
-KEEP_RULES = ("default",)
+KEEP_RULES = ("default", "largest", "oldest", "newest", "shortest-path", "prefer:GLOB")
 
 
 def keep_key(f: HashedFile) -> tuple:
@@ -31,6 +31,38 @@ def keep_key(f: HashedFile) -> tuple:
     'b.jpg'
     """
     return (-f.pixels, -f.size, f.mtime_ns, f.path)
+
+
+def keep_rule(name: str) -> Callable[[HashedFile], tuple]:
+    """The sort key for a ``--keep`` rule; ties always fall back to :func:`keep_key`.
+
+    ``largest`` (file size), ``oldest``, ``newest``, ``shortest-path``, or
+    ``prefer:GLOB`` (files whose path matches GLOB first).
+
+    >>> a = HashedFile("new/a.jpg", 100, 9, 10, 10, "0")
+    >>> b = HashedFile("old/b.jpg", 100, 1, 10, 10, "0")
+    >>> min([a, b], key=keep_rule("newest")).path, min([a, b], key=keep_rule("prefer:old/*")).path
+    ('new/a.jpg', 'old/b.jpg')
+    """
+    import fnmatch
+
+    from .models import UsageError
+
+    if name == "default":
+        return keep_key
+    if name == "largest":
+        return lambda f: (-f.size, *keep_key(f))
+    if name == "oldest":
+        return lambda f: (f.mtime_ns, *keep_key(f))
+    if name == "newest":
+        return lambda f: (-f.mtime_ns, *keep_key(f))
+    if name == "shortest-path":
+        return lambda f: (len(f.path), *keep_key(f))
+    if name.startswith("prefer:") and len(name) > len("prefer:"):
+        pattern = name[len("prefer:"):]
+        return lambda f: (not fnmatch.fnmatchcase(f.path, pattern), *keep_key(f))
+    msg = f"unknown keep rule {name!r}; choose from {', '.join(KEEP_RULES)}"
+    raise UsageError(msg)
 
 
 def connected_groups(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
@@ -72,12 +104,15 @@ def build_groups(
     *,
     method: str = "auto",
     key: Callable[[HashedFile], tuple] = keep_key,
+    ignored: set[tuple[bytes, bytes]] | frozenset = frozenset(),
 ) -> tuple[DuplicateGroup, ...]:
     """Group files whose hashes are within ``threshold`` bits, in a stable order.
 
     ``words`` holds one hash per file (uint64, one row of words per hash).
     Each group lists its kept file first, then the others by distance to it
-    and by path; groups are ordered by their kept file's path.
+    and by path; groups are ordered by their kept file's path. ``ignored``
+    holds pairs of content digests (smaller first) a person said are not
+    duplicates: they are no edge of the graph.
 
     >>> fs = [HashedFile(p, 1, 0, 1, 1, h) for p, h in [("a", "00"), ("b", "03"), ("c", "ff")]]
     >>> [[m.path for m in g.members] for g in build_groups(fs, np.array([0, 3, 255], np.uint64), 2)]
@@ -101,11 +136,58 @@ def build_groups(
         members_idx = component[component >= n_unique] - n_unique
         if len(members_idx) < 2:
             continue
-        groups.append(_make_group([files[i] for i in members_idx], rows[members_idx], key))
+        for part in _without_ignored(members_idx, files, rows, threshold, ignored):
+            groups.append(_make_group([files[i] for i in part], rows[part], key))
     groups.sort(key=lambda g: g.keep.path)
     return tuple(
         DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1)
     )
+
+
+def _without_ignored(members_idx, files, rows, threshold, ignored):
+    """Split a component again at file level once its ignored pairs are cut."""
+    if not ignored:
+        return [members_idx]
+    digests = [bytes.fromhex(files[i].digest) if files[i].digest else None for i in members_idx]
+    cut = {
+        (a, b)
+        for a in range(len(digests))
+        for b in range(a + 1, len(digests))
+        if digests[a] and digests[b] and (min(digests[a], digests[b]), max(digests[a], digests[b])) in ignored
+    }
+    if not cut:
+        return [members_idx]
+    sub = rows[members_idx]
+    left, right = [], []
+    for a in range(len(members_idx) - 1):
+        d = hamming_distance(sub[a + 1 :], sub[a : a + 1]).reshape(-1)
+        for off in np.flatnonzero(d <= threshold):
+            b = a + 1 + int(off)
+            if (a, b) not in cut:
+                left.append(a)
+                right.append(b)
+    parts = connected_groups(len(members_idx), np.array(left, np.int64), np.array(right, np.int64))
+    return [members_idx[p] for p in parts]
+
+
+def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) -> tuple[DuplicateGroup, ...]:
+    """Keep the groups that gained a file, marking which members are new; renumber them.
+
+    >>> g = DuplicateGroup(1, (Member("a", True, 0, 1, 1, 1, 0, "0"), Member("b", False, 0, 1, 1, 1, 0, "0")), 0)
+    >>> [[m.new for m in x.members] for x in only_new([g], lambda p: p == "b")]
+    [[False, True]]
+    >>> only_new([g], lambda p: False)
+    ()
+    """
+    from dataclasses import replace
+
+    out = []
+    for g in groups:
+        flags = [is_new(m.path) for m in g.members]
+        if any(flags):
+            members = tuple(replace(m, new=f) for m, f in zip(g.members, flags))
+            out.append(DuplicateGroup(len(out) + 1, members, g.max_distance))
+    return tuple(out)
 
 
 def _make_group(files: list[HashedFile], rows: np.ndarray, key) -> DuplicateGroup:

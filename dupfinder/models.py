@@ -75,6 +75,8 @@ class HashedFile:
     prints; ``width`` and ``height`` are as a person sees the image (after
     EXIF orientation).
 
+    ``digest`` is the hex SHA-256 prefix of the bytes, when it was read.
+
     >>> HashedFile("a.jpg", 10, 0, 640, 480, "d1c4b0f0e0c0c0c0").pixels
     307200
     """
@@ -85,6 +87,7 @@ class HashedFile:
     width: int
     height: int
     hash: str
+    digest: str = ""
 
     @property
     def pixels(self) -> int:
@@ -117,7 +120,8 @@ class Member:
     """One file of a duplicate group, as the report shows it.
 
     ``distance`` is the Hamming distance in bits to the group's kept file
-    (0 for the kept file itself).
+    (0 for the kept file itself). ``new`` marks a file first seen after the
+    ``--new-since`` time.
 
     >>> Member("a.jpg", keep=True, distance=0, width=1, height=1, size=3,
     ...        mtime_ns=0, hash="00").keep
@@ -133,6 +137,7 @@ class Member:
     mtime_ns: int
     hash: str
     transform: str = ""
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,8 @@ class ScanSettings:
     exclude: tuple[str, ...] = ()
     follow_symlinks: bool = False
     index: str = "auto"
+    keep: str = "default"
+    new_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ CSV_COLUMNS = (
     "hash",
     "group_size",
     "group_max_distance",
+    "new",
 )
 ERROR_COLUMNS = ("path", "stage", "message")
 REPORT_VERSION = 1
@@ -110,6 +111,7 @@ def _csv_rows(result: ScanResult) -> Iterator[list]:
                 m.hash,
                 len(group),
                 group.max_distance,
+                "yes" if m.new else "no",
             ]
 
 
@@ -120,7 +122,7 @@ def render_csv(result: ScanResult, out: io.TextIOBase) -> None:
     >>> buf = io.StringIO()
     >>> render_csv(ScanResult(ScanSettings(roots=(".",)), (), (), ()), buf)
     >>> buf.getvalue().splitlines()[0]
-    'group,path,keep,distance,transform,width,height,bytes,modified,hash,group_size,group_max_distance'
+    'group,path,keep,distance,transform,width,height,bytes,modified,hash,group_size,group_max_distance,new'
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -153,6 +155,8 @@ def _json_document(result: ScanResult) -> dict:
             "exclude": list(s.exclude),
             "follow_symlinks": s.follow_symlinks,
             "index": s.index,
+            "keep": s.keep,
+            "new_since": s.new_since,
         },
         "counts": dict(result.counts),
         "elapsed_seconds": round(result.elapsed, 3),
@@ -173,6 +177,7 @@ def _json_document(result: ScanResult) -> dict:
                         "modified": format_time(m.mtime_ns),
                         "mtime_ns": m.mtime_ns,
                         "hash": m.hash,
+                        "new": m.new,
                     }
                     for m in g.members
                 ],

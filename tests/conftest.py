@@ -18,6 +18,14 @@ def original_photos() -> list[Path]:
     return sorted(p for p in ORIGINALS.iterdir() if p.suffix.lower() in (".jpg", ".png"))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder: tests never touch ~/.cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder / "dupfinder" / "cache.sqlite"
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[Path]:
     found = original_photos()

@@ -1,0 +1,470 @@
+"""The SQLite hash cache: the second night hashes only what changed.
+
+One database file holds four tables:
+
+* ``files``: what each path looked like when it was hashed (size,
+  ``st_mtime_ns``) and the digest of its bytes. An entry is trusted only
+  when path, size and mtime all match.
+* ``results``: fingerprints keyed by the content digest and by a *spec key*
+  naming everything that changes the answer (algorithm, hash size, decode
+  mode, dupfinder's hash version). A file that failed to decode is stored
+  too, so it is not retried every night; it is retried once it changes.
+  Keying by content means a renamed or moved file is found again by its
+  digest (reading bytes costs ~1% of decoding them) and never decoded twice.
+* ``scans``: one row per scan (roots, settings, start and end time), so
+  ``--new-since last`` knows when the last completed scan of the same roots
+  began.
+* ``ignored``: pairs of files (by content digest) a person said are not
+  duplicates.
+
+The file uses WAL mode and commits in batches: ``kill -9`` loses at most the
+last batch and never corrupts the file. A file that is not a dupfinder cache,
+is damaged, or has another schema version is moved aside and rebuilt, with a
+warning through :mod:`logging`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HASH_VERSION",
+    "Cache",
+    "CacheBusyError",
+    "CachedResult",
+    "CacheInfo",
+    "default_cache_path",
+    "spec_key",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# Bump when decoding or hashing changes the bits a file gets, so that old
+# entries stop matching instead of mixing with new ones.
+HASH_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_digest ON files (digest);
+CREATE INDEX IF NOT EXISTS files_size ON files (size);
+CREATE TABLE IF NOT EXISTS results (
+    digest BLOB NOT NULL,
+    spec TEXT NOT NULL,
+    hash TEXT,
+    width INTEGER,
+    height INTEGER,
+    error_stage TEXT,
+    error_message TEXT,
+    PRIMARY KEY (digest, spec)
+);
+CREATE TABLE IF NOT EXISTS scans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    roots TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS ignored (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    a BLOB NOT NULL,
+    b BLOB NOT NULL,
+    a_path BLOB,
+    b_path BLOB,
+    reason TEXT NOT NULL DEFAULT '',
+    added_at REAL NOT NULL,
+    UNIQUE (a, b)
+);
+"""
+
+
+class CacheBusyError(RuntimeError):
+    """Another dupfinder process holds the cache; this one does not wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    """A fingerprint (or a stored failure) for one content digest and spec."""
+
+    hash: str | None
+    width: int | None
+    height: int | None
+    error_stage: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheInfo:
+    """What ``dupfinder cache info`` shows."""
+
+    path: str
+    files: int
+    results: int
+    scans: int
+    ignored: int
+    bytes: int
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/dupfinder/cache.sqlite``, else ``~/.cache/dupfinder/cache.sqlite``.
+
+    >>> default_cache_path().name
+    'cache.sqlite'
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dupfinder" / "cache.sqlite"
+
+
+def spec_key(algorithm: str, hash_size: int, decode: str) -> str:
+    """The part of a result's key that names how it was computed.
+
+    >>> spec_key("phash", 8, "orient")
+    'phash:8:orient:v1'
+    """
+    return f"{algorithm}:{hash_size}:{decode}:v{HASH_VERSION}"
+
+
+def _b(path: str) -> bytes:
+    # Paths are stored as bytes so that names that are not UTF-8 survive.
+    return os.fsencode(path)
+
+
+class Cache:
+    """An open hash cache; use as a context manager.
+
+    ``path=":memory:"`` gives a private in-memory cache (tests, one-off runs).
+    ``lock=True`` takes an exclusive lock on a ``.lock`` file beside the
+    database and raises :class:`CacheBusyError` at once if another process
+    holds it: two nightly runs must not pile up.
+
+    >>> with Cache(":memory:") as c:
+    ...     c.put_file("a.jpg", size=3, mtime_ns=7, digest=b"d")
+    ...     c.put_result(b"d", "phash:8:orient:v1", CachedResult("ff", 1, 1))
+    ...     c.commit()
+    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v1")
+    CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None)
+    """
+
+    def __init__(self, path: str | os.PathLike = ":memory:", *, lock: bool = False, timeout: float = 30.0):
+        self.path = os.fspath(path)
+        self.scan_started: float | None = None
+        self._lock_fd: int | None = None
+        self._timeout = timeout
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if lock:
+                self._take_lock()
+        try:
+            self.db = self._open()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    # -- opening, locking, repair -------------------------------------------
+
+    def _take_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: SQLite's own locking
+            return
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            msg = f"another dupfinder is using the cache {self.path}"
+            raise CacheBusyError(msg) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is safe in WAL mode: a crash of the process loses no
+            # committed transaction; a power cut may lose the last ones only.
+            db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            version = self._schema_version(db)
+            if version == SCHEMA_VERSION:
+                return db
+            if version is None:
+                self._create(db)
+                return db
+            db.close()
+            reason = f"schema version {version}, this dupfinder uses {SCHEMA_VERSION}"
+        except sqlite3.DatabaseError as exc:
+            reason = f"unreadable ({exc})"
+        self._move_aside(reason)
+        db = self._connect()
+        self._create(db)
+        return db
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int | None:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            return -1
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else -1
+        except ValueError:
+            return -1
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def _move_aside(self, reason: str) -> None:
+        if self.path == ":memory:":
+            return
+        aside = f"{self.path}.broken-{time.strftime('%Y%m%d-%H%M%S')}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        log.warning("cache %s was %s; moved it to %s and started a new one", self.path, reason, aside)
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit what is pending and close the file."""
+        if self.db is not None:
+            try:
+                self.commit()
+            finally:
+                self.db.close()
+                self.db = None
+        self._release_lock()
+
+    # -- files and results ---------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        """End the current batch: everything written so far survives a crash."""
+        if self.db is not None and self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    def lookup(self, path: str, *, size: int, mtime_ns: int, spec: str) -> CachedResult | None:
+        """The stored result for a file, if path, size and mtime all still match."""
+        row = self.db.execute(
+            "SELECT r.hash, r.width, r.height, r.error_stage, r.error_message FROM files f "
+            "JOIN results r ON r.digest = f.digest AND r.spec = ? "
+            "WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ?",
+            (spec, _b(path), size, mtime_ns),
+        ).fetchone()
+        return CachedResult(*row) if row else None
+
+    def file_digest(self, path: str, *, size: int, mtime_ns: int) -> bytes | None:
+        """The content digest recorded for a file that has not changed since."""
+        row = self.db.execute(
+            "SELECT digest FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (_b(path), size, mtime_ns),
+        ).fetchone()
+        return row[0] if row else None
+
+    def lookup_digest(self, digest: bytes, *, spec: str) -> CachedResult | None:
+        """The stored result for some content, whatever its path."""
+        row = self.db.execute(
+            "SELECT hash, width, height, error_stage, error_message FROM results "
+            "WHERE digest = ? AND spec = ?",
+            (digest, spec),
+        ).fetchone()
+        return CachedResult(*row) if row else None
+
+    def sizes_of_missing(self, seen: Iterable[str], *, under: Iterable[str]) -> set[int]:
+        """Sizes of cached files under ``under`` that the walk did not see.
+
+        A renamed file keeps its size, so only new files of one of these
+        sizes need their digest read before deciding to decode them.
+        """
+        seen_b = {_b(p) for p in seen}
+        sizes: set[int] = set()
+        for path, size in self._rows_under(under, "path, size"):
+            if path not in seen_b:
+                sizes.add(size)
+        return sizes
+
+    def _rows_under(self, roots: Iterable[str], columns: str) -> Iterator[tuple]:
+        for root in roots:
+            prefix = _b(os.path.join(os.fspath(root), ""))
+            exact = _b(os.fspath(root))
+            # Byte-wise range scan of the primary key: every path that starts
+            # with "root/", plus the root itself when it is a file.
+            yield from self.db.execute(
+                f"SELECT {columns} FROM files WHERE (path >= ? AND path < ?) OR path = ?",
+                (prefix, prefix + b"\xff" * 8, exact),
+            )
+
+    def put_file(self, path: str, *, size: int, mtime_ns: int, digest: bytes, added_at: float | None = None) -> None:
+        """Record what a path looks like now; keeps its first-seen time if unchanged."""
+        self._begin()
+        row = self.db.execute(
+            "SELECT digest, added_at FROM files WHERE path = ?", (_b(path),)
+        ).fetchone()
+        # A file counts as added when the scan that first saw it began, so
+        # that "new since the last scan" compares like with like.
+        now = added_at if added_at is not None else (self.scan_started or time.time())
+        if row and row[0] == digest:
+            now = row[1]  # same content at the same path: not new
+        self.db.execute(
+            "INSERT OR REPLACE INTO files (path, size, mtime_ns, digest, added_at) VALUES (?, ?, ?, ?, ?)",
+            (_b(path), size, mtime_ns, digest, now),
+        )
+
+    def put_result(self, digest: bytes, spec: str, result: CachedResult) -> None:
+        """Store a fingerprint, or a failure, for some content."""
+        self._begin()
+        self.db.execute(
+            "INSERT OR REPLACE INTO results (digest, spec, hash, width, height, error_stage, error_message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (digest, spec, result.hash, result.width, result.height, result.error_stage, result.error_message),
+        )
+
+    def added_at(self, paths: Iterable[str]) -> dict[str, float]:
+        """When each path was first recorded with its current content."""
+        out = {}
+        for p in paths:
+            row = self.db.execute("SELECT added_at FROM files WHERE path = ?", (_b(p),)).fetchone()
+            if row:
+                out[p] = row[0]
+        return out
+
+    # -- scans -----------------------------------------------------------------
+
+    def start_scan(self, roots: Iterable[str], settings: dict) -> int:
+        """Record that a scan began; returns its id."""
+        self.commit()
+        self.scan_started = time.time()
+        cur = self.db.execute(
+            "INSERT INTO scans (roots, settings, started) VALUES (?, ?, ?)",
+            (_roots_key(roots), json.dumps(settings, sort_keys=True), self.scan_started),
+        )
+        return int(cur.lastrowid)
+
+    def finish_scan(self, scan_id: int) -> None:
+        """Mark a scan completed: later ``--new-since last`` runs compare to it."""
+        self.commit()
+        self.db.execute("UPDATE scans SET finished = ? WHERE id = ?", (time.time(), scan_id))
+
+    def last_completed_scan(self, roots: Iterable[str], *, before: int | None = None) -> float | None:
+        """Start time of the newest completed scan of the same roots, if any."""
+        query = "SELECT started FROM scans WHERE roots = ? AND finished IS NOT NULL"
+        args: list = [_roots_key(roots)]
+        if before is not None:
+            query += " AND id < ?"
+            args.append(before)
+        row = self.db.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return row[0] if row else None
+
+    # -- ignore list -----------------------------------------------------------
+
+    def ignore(self, a: bytes, b: bytes, *, a_path: str = "", b_path: str = "", reason: str = "") -> bool:
+        """Record that two contents are not duplicates; False if already recorded."""
+        if a == b:
+            return False
+        if b < a:
+            a, b, a_path, b_path = b, a, b_path, a_path
+        self._begin()
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO ignored (a, b, a_path, b_path, reason, added_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (a, b, _b(a_path), _b(b_path), reason, time.time()),
+        )
+        return cur.rowcount > 0
+
+    def ignored_pairs(self) -> set[tuple[bytes, bytes]]:
+        """Every ignored pair of digests, smaller digest first."""
+        return {(a, b) for a, b in self.db.execute("SELECT a, b FROM ignored")}
+
+    def list_ignored(self) -> list[tuple[int, str, str, str, float]]:
+        """Rows of the ignore list: id, first path, second path, reason, time."""
+        return [
+            (i, os.fsdecode(ap or b""), os.fsdecode(bp or b""), reason, added)
+            for i, ap, bp, reason, added in self.db.execute(
+                "SELECT id, a_path, b_path, reason, added_at FROM ignored ORDER BY id"
+            )
+        ]
+
+    def unignore(self, ids: Iterable[int]) -> int:
+        """Remove entries from the ignore list; returns how many went."""
+        self._begin()
+        n = 0
+        for i in ids:
+            n += self.db.execute("DELETE FROM ignored WHERE id = ?", (int(i),)).rowcount
+        self.commit()
+        return n
+
+    # -- maintenance -----------------------------------------------------------
+
+    def prune(self, *, under: Iterable[str] | None = None) -> int:
+        """Drop entries of files that no longer exist (all, or under some roots)."""
+        rows = (
+            self._rows_under(under, "path")
+            if under is not None
+            else self.db.execute("SELECT path FROM files")
+        )
+        gone = [p for (p,) in list(rows) if not os.path.lexists(p)]
+        self._begin()
+        for p in gone:
+            self.db.execute("DELETE FROM files WHERE path = ?", (p,))
+        self.db.execute(
+            "DELETE FROM results WHERE digest NOT IN (SELECT digest FROM files)"
+        )
+        self.commit()
+        return len(gone)
+
+    def info(self) -> CacheInfo:
+        """Counts and size of the cache file."""
+        self.commit()
+
+        def count(table: str) -> int:
+            return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+        size = 0
+        if self.path != ":memory:":
+            for suffix in ("", "-wal"):
+                try:
+                    size += os.path.getsize(self.path + suffix)
+                except OSError:
+                    pass
+        return CacheInfo(self.path, count("files"), count("results"), count("scans"), count("ignored"), size)
+
+
+def _roots_key(roots: Iterable[str]) -> str:
+    return json.dumps(sorted(os.path.abspath(os.fspath(r)) for r in roots))

@@ -1,0 +1,402 @@
+"""All pairs of perceptual hashes within a Hamming distance: brute force, BK-tree or MIH.
+
+A set of n hashes is a uint64 array: shape (n,) for 64-bit hashes, (n, w) for
+w*64-bit ones.  Every method is exact and returns the same pairs.
+
+>>> h = np.array([0b1011, 0xFF00, 0b1001], dtype=np.uint64)
+>>> list(find_pairs(h, 1))
+[(0, 2, 1)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pybktree
+
+__all__ = ["METHODS", "Pairs", "find_pairs", "find_matches", "hamming_distance"]
+
+METHODS = ("auto", "mih", "bktree", "brute")
+
+# Elements per temporary block: 2**19 uint64 (4 MB) keeps brute force in cache,
+# measured 1.6 ns/pair against 10 ns/pair with 200 MB blocks.
+_BLOCK = 1 << 19
+# Candidate pairs expanded at once by MIH (bounded memory, about 100 MB peak).
+_CANDIDATES = 1 << 21
+# Longest MIH substring: its bucket tables hold 2**24 int64 counts (128 MB).
+_MAX_BITS = 24
+
+_LUT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount_lut(x):
+    flat = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
+    return _LUT[flat.view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.uint8).reshape(np.shape(x))
+
+
+# np.bitwise_count arrived in numpy 2.0; the byte table serves numpy 1.24+.
+_popcount = getattr(np, "bitwise_count", None) or _popcount_lut
+
+
+@dataclass(frozen=True, eq=False)
+class Pairs:
+    """Index pairs with their Hamming distances, sorted by (left, right).
+
+    >>> p = Pairs(np.array([0]), np.array([2]), np.array([1], dtype=np.int32))
+    >>> len(p), list(p)
+    (1, [(0, 2, 1)])
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    distance: np.ndarray
+
+    def __len__(self):
+        return len(self.left)
+
+    def __iter__(self):
+        return zip(self.left.tolist(), self.right.tolist(), self.distance.tolist())
+
+    def __eq__(self, other):
+        if not isinstance(other, Pairs):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, f), getattr(other, f)) for f in ("left", "right", "distance"))
+
+    __hash__ = None
+
+
+def _columns(hashes, name):
+    """Validate a hash set and return it as a tuple of contiguous 1-D word columns."""
+    arr = np.asarray(hashes)
+    if arr.dtype != np.uint64:
+        msg = f"{name} must be a numpy array of dtype uint64, got {arr.dtype}"
+        raise ValueError(msg)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        msg = f"{name} must have shape (n,) or (n, words), got {arr.shape}"
+        raise ValueError(msg)
+    return tuple(np.ascontiguousarray(arr[:, c]) for c in range(arr.shape[1]))
+
+
+def _check(threshold, method):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
+        msg = f"threshold must be a non-negative integer, got {threshold!r}"
+        raise ValueError(msg)
+    if method not in METHODS:
+        msg = f"unknown method {method!r}; choose one of {', '.join(METHODS)}"
+        raise ValueError(msg)
+    return int(threshold)
+
+
+def hamming_distance(a, b):
+    """Hamming distances between hashes a and b, row by row with broadcasting.
+
+    1-D (or scalar) inputs hold 64-bit hashes; 2-D inputs (n, w) hold w-word
+    hashes, and a single one is passed as shape (1, w).
+
+    >>> hamming_distance(np.array([0, 7], dtype=np.uint64), np.uint64(1))
+    array([1, 2], dtype=int32)
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != np.uint64 or b.dtype != np.uint64:
+        msg = f"hashes must be uint64, got {a.dtype} and {b.dtype}"
+        raise ValueError(msg)
+    if a.ndim <= 1 and b.ndim <= 1:
+        return _popcount(a ^ b).astype(np.int32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        msg = f"cannot compare hashes of shapes {a.shape} and {b.shape}: need (n,) or (n, words) on both sides"
+        raise ValueError(msg)
+    return _popcount(a ^ b).sum(axis=1, dtype=np.int32)
+
+
+def _group(cols):
+    """Collapse identical hashes: sort order, group starts and sizes, unique hashes."""
+    n = len(cols[0])
+    order = np.lexsort(cols[::-1]) if len(cols) > 1 else np.argsort(cols[0], kind="stable")
+    srt = [c[order] for c in cols]
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for c in srt:
+        new[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(new)
+    return order, starts, np.diff(np.append(starts, n)), tuple(c[starts] for c in srt)
+
+
+def _product(sa, ca, sb, cb):
+    """Every pair of positions from ranges [sa, sa+ca) x [sb, sb+cb), and its range index."""
+    sizes = ca * cb
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    offs = np.arange(len(owner)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    cbo = cb[owner]
+    return sa[owner] + offs // cbo, sb[owner] + offs % cbo, owner
+
+
+def _distances(ca, cb, ia, ib, threshold):
+    """Distances of candidate pairs (ia, ib), keeping those within threshold word by word."""
+    d = np.zeros(len(ia), dtype=np.int32)
+    for wa, wb in zip(ca, cb):
+        d += _popcount(wa[ia] ^ wb[ib])
+        if len(ca) > 1:  # random words push most 256-bit candidates past T after two words
+            keep = np.flatnonzero(d <= threshold)
+            ia, ib, d = ia[keep], ib[keep], d[keep]
+    keep = np.flatnonzero(d <= threshold)
+    return ia[keep], ib[keep], d[keep]
+
+
+def _brute_join(ua, ub, threshold, same):
+    """Blocks of rows of ua against all of ub (only j > i when same) with XOR + popcount."""
+    nb, out = len(ub[0]), []
+    rows = max(1, _BLOCK // max(1, nb))
+    for s in range(0, len(ua[0]), rows):
+        e, b0 = min(len(ua[0]), s + rows), (s + 1 if same else 0)
+        d = np.zeros((e - s, nb - b0), dtype=np.int32 if len(ua) > 1 else np.uint8)
+        for wa, wb in zip(ua, ub):
+            d += _popcount(wa[s:e, None] ^ wb[None, b0:])
+        i, j = np.nonzero(d <= threshold)
+        i, j = i + s, j + b0
+        keep = j > i if same else slice(None)
+        out.append((i[keep], j[keep], d[i[keep] - s, j[keep] - b0].astype(np.int32)))
+    return out
+
+
+def _bktree_join(ua, ub, threshold, same):
+    """pybktree over the unique hashes as Python ints; when same, query before inserting."""
+
+    def ints(cols):
+        if len(cols) == 1:
+            return cols[0].tolist()
+        raw = np.stack(cols, axis=1).astype("<u8").tobytes()
+        step = 8 * len(cols)  # word 0 is the least significant
+        return [int.from_bytes(raw[k : k + step], "little") for k in range(0, len(raw), step)]
+
+    vb = ints(ub)
+    where = {v: j for j, v in enumerate(vb)}
+    tree, found = pybktree.BKTree(lambda x, y: (x ^ y).bit_count()), []
+    if same:  # each pair is found once, from its later element
+        for j, v in enumerate(vb):
+            found.extend((where[u], j, d) for d, u in tree.find(v, threshold))
+            tree.add(v)
+    else:
+        for v in vb:
+            tree.add(v)
+        for i, v in enumerate(ints(ua)):
+            found.extend((i, where[u], d) for d, u in tree.find(v, threshold))
+    arr = np.array(found, dtype=np.int64).reshape(-1, 3)
+    return [(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int32))]
+
+
+# Multi-index hashing (Norouzi, Punjani, Fleet 2012), refined pigeonhole.  Cut
+# the b bits into m disjoint substrings and write T = m*s + a with 0 <= a < m.
+# Claim: a pair within T is within s bits on one of substrings 0..a, or within
+# s-1 bits on one of substrings a+1..m-1.  Proof: otherwise the first a+1
+# substrings differ in >= s+1 bits each and the other m-a-1 in >= s each, so
+# the distance is >= (a+1)(s+1) + (m-a-1)s = ms + a + 1 = T + 1 > T.
+# A radius of -1 (s = 0) means that substring need not be searched at all.
+# Each pair is kept only from the first substring whose radius it meets, so it
+# is reported exactly once without a global deduplication.
+
+
+def _layout(bits, threshold, m):
+    s, a = divmod(threshold, m)
+    q, rem = divmod(bits, m)
+    lengths = [q + 1] * rem + [q] * (m - rem)
+    return lengths, [s] * (a + 1) + [s - 1] * (m - a - 1)
+
+
+def _volume(length, radius):
+    return sum(math.comb(length, i) for i in range(radius + 1))
+
+
+# Cost model, seconds per unit, fitted to bench/search.py on 2 cores: brute
+# pair-word; MIH bucket-mask lookup, candidate, table entry, sort, numpy call.
+_C_BRUTE, _C_LOOKUP, _C_CAND, _C_TABLE, _C_SORT, _C_CALL = 1.7e-9, 8e-9, 30e-9, 2e-9, 1e-7, 3e-5
+
+
+def _brute_cost(na, nb, w, same):
+    return _C_BRUTE * na * nb * w / (2 if same else 1) + _C_CALL * na * nb / _BLOCK
+
+
+def _mih_plan(na, nb, bits, threshold, same):
+    """(cost, m) of the cheapest MIH layout under a uniform-hash model; m=None if none is selective."""
+    best, half = (math.inf, None), 2 if same else 1
+    for m in range(-(-bits // _MAX_BITS), bits + 1):
+        cost, share = 0.0, 0.0
+        for (length, r), times in Counter(zip(*_layout(bits, threshold, m))).items():
+            if r < 0:
+                continue
+            vol, buckets = _volume(length, r), 2**length
+            share += times * vol / buckets
+            cost += times * (_C_TABLE * buckets + _C_SORT * (na + nb) + _C_CALL * (length + 1)
+                             + _C_LOOKUP * min(na, buckets) * vol / half
+                             + _C_CAND * (1 + bits / 256) * na * nb * vol / buckets / half)
+        if share < 0.5 and cost < best[0]:  # above half of all pairs MIH cannot win
+            best = (cost, m)
+    return best
+
+
+def _substring(cols, start, length):
+    word, off = divmod(start, 64)
+    v = cols[word] >> np.uint64(off)
+    if off + length > 64:
+        v |= cols[word + 1] << np.uint64(64 - off)
+    return (v & np.uint64((1 << length) - 1)).astype(np.int64)
+
+
+def _masks(length, radius, top=None):
+    """Masks of weight <= radius; with top, only those whose highest set bit is top."""
+    if top is None:
+        combos = (c for k in range(radius + 1) for c in combinations(range(length), k))
+    else:
+        combos = (c + (top,) for k in range(radius) for c in combinations(range(top), k))
+    return np.array([sum(1 << b for b in c) for c in combos], dtype=np.int64)
+
+
+def _mih_join(ua, ub, threshold, same, m):
+    """Exact MIH join of unique hash sets; each pair (i, j) once when same."""
+    lengths, radii = _layout(64 * len(ua), threshold, m)
+    offsets = np.cumsum([0] + lengths[:-1])
+    subs = [_substring(ua, o, n) for o, n in zip(offsets, lengths)]
+    subs = [(v, v if same else _substring(ub, o, n)) for v, o, n in zip(subs, offsets, lengths)]
+    out = []
+    for k, (length, radius) in enumerate(zip(lengths, radii)):
+        if radius < 0:
+            continue
+        va, vb = subs[k]
+        perm_a, perm_b, hits = _bucket_hits(va, vb, length, radius, same)
+        for sa, ca, sb, cb, tri in hits:
+            for pa, pb in _chunks(sa, ca, sb, cb):
+                if tri:  # inside one bucket: each unordered pair once
+                    keep = pa < pb
+                    pa, pb = pa[keep], pb[keep]
+                ia, ib, d = _distances(ua, ub, perm_a[pa], perm_b[pb], threshold)
+                for e in range(k):  # drop pairs that an earlier substring reports
+                    if radii[e] >= 0 and len(ia):
+                        keep = np.flatnonzero(_popcount(subs[e][0][ia] ^ subs[e][1][ib]) > radii[e])
+                        ia, ib, d = ia[keep], ib[keep], d[keep]
+                out.append((ia, ib, d))
+    return out
+
+
+def _bucket_hits(va, vb, length, radius, same):
+    """Sort orders of va and vb, and a generator of bucket pairs whose keys differ by <= radius bits.
+
+    Pairs are (start_a, count_a, start_b, count_b, inside) arrays, positions in
+    the sort orders; inside marks a bucket paired with itself.
+    """
+    # Direct-address tables: bucket start and size for every possible key of vb.
+    perm_b = np.argsort(vb, kind="stable")
+    count = np.bincount(vb, minlength=1 << length)
+    start = np.cumsum(count) - count
+    if same:
+        perm_a, keys = perm_b, np.flatnonzero(count)
+        qs, qc = start[keys], count[keys]
+    else:
+        perm_a = np.argsort(va, kind="stable")
+        sv = va[perm_a]
+        qs = np.flatnonzero(np.append(True, sv[1:] != sv[:-1]))
+        keys, qc = sv[qs], np.diff(np.append(qs, len(sv)))
+
+    def hits():
+        if same:  # keys differing by a mask pair up once: from the key whose top mask bit is 0
+            tri = np.flatnonzero(qc > 1)
+            yield qs[tri], qc[tri], qs[tri], qc[tri], True
+            groups = ((t, _masks(length, radius, t)) for t in range(length if radius > 0 else 0))
+            groups = ((np.flatnonzero((keys >> t) & 1 == 0), msk) for t, msk in groups)
+        else:
+            groups = [(np.arange(len(keys)), _masks(length, radius))]
+        for sel, msk in groups:
+            step = max(1, _BLOCK // len(msk))
+            for c in range(0, len(sel), step):
+                rows = sel[c : c + step]
+                target = keys[rows, None] ^ msk[None, :]
+                tc = count[target]
+                i, j = np.nonzero(tc)
+                yield qs[rows[i]], qc[rows[i]], start[target[i, j]], tc[i, j], False
+
+    return perm_a, perm_b, hits()
+
+
+def _chunks(sa, ca, sb, cb):
+    """Expand bucket pairs into position pairs, about _CANDIDATES at a time."""
+    sizes = ca * cb
+    big = sizes > _CANDIDATES
+    if big.any():  # cut oversized bucket pairs into slices of rows
+        pieces = np.where(big, np.minimum(ca, -(-sizes // _CANDIDATES)), 1)
+        per = -(-ca // pieces)
+        own = np.repeat(np.arange(len(ca)), pieces)
+        k = np.arange(len(own)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        sa, ca = sa[own] + k * per[own], np.clip(ca[own] - k * per[own], 0, per[own])
+        sb, cb = sb[own], cb[own]
+        sizes = ca * cb
+    bounds = np.searchsorted(np.cumsum(sizes), np.arange(_CANDIDATES, sizes.sum(), _CANDIDATES), side="right")
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(sizes)]):
+        if hi > lo:
+            pa, pb, _ = _product(sa[lo:hi], ca[lo:hi], sb[lo:hi], cb[lo:hi])
+            yield pa, pb
+
+
+def _join(ua, ub, threshold, same, method):
+    """Pairs of unique-hash indices within threshold, as a list of (i, j, d) blocks."""
+    if not len(ua[0]) or not len(ub[0]):
+        return []
+    if method == "bktree":
+        return _bktree_join(ua, ub, threshold, same)
+    na, nb, bits = len(ua[0]), len(ub[0]), 64 * len(ua)
+    cost, m = _mih_plan(na, nb, bits, threshold, same) if method != "brute" else (0, None)
+    if m is None or (method == "auto" and cost >= _brute_cost(na, nb, len(ua), same)):
+        return _brute_join(ua, ub, threshold, same)
+    return _mih_join(ua, ub, threshold, same, m)
+
+
+def _pairs(left, right, distance):
+    order = np.lexsort((right, left))
+    return Pairs(left[order], right[order], distance[order].astype(np.int32))
+
+
+def _concat(blocks):
+    if not blocks:
+        return (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int32),)
+    return tuple(np.concatenate([b[f] for b in blocks]).astype(t) for f, t in enumerate((np.int64, np.int64, np.int32)))
+
+
+def find_pairs(hashes, threshold, *, method="auto"):
+    """Every pair i < j of hashes within threshold bits, sorted by (left, right).
+
+    >>> h = np.array([5, 5, 4, 1 << 40], dtype=np.uint64)
+    >>> list(find_pairs(h, 1, method="mih"))
+    [(0, 1, 0), (0, 2, 1), (1, 2, 1)]
+    """
+    cols = _columns(hashes, "hashes")
+    threshold = _check(threshold, method)
+    order, starts, counts, uniq = _group(cols)
+    gi, gj, d = _concat(_join(uniq, uniq, threshold, True, method))
+    pa, pb, own = _product(starts[gi], counts[gi], starts[gj], counts[gj])
+    dup = np.flatnonzero(counts > 1)  # identical hashes pair up at distance 0
+    qa, qb, _ = _product(starts[dup], counts[dup], starts[dup], counts[dup])
+    qa, qb = qa[qa < qb], qb[qa < qb]
+    a, b = order[np.concatenate([pa, qa])], order[np.concatenate([pb, qb])]
+    return _pairs(np.minimum(a, b), np.maximum(a, b), np.concatenate([d[own], np.zeros(len(qa), np.int32)]))
+
+
+def find_matches(queries, database, threshold, *, method="auto"):
+    """Every (query, database) index pair within threshold bits, sorted.
+
+    >>> db = np.array([0, 6, 1 << 63], dtype=np.uint64)
+    >>> list(find_matches(np.array([1], dtype=np.uint64), db, 1))
+    [(0, 0, 1)]
+    """
+    qcols, dcols = _columns(queries, "queries"), _columns(database, "database")
+    threshold = _check(threshold, method)
+    if len(qcols) != len(dcols):
+        msg = f"queries have {len(qcols)} words per hash but database has {len(dcols)}"
+        raise ValueError(msg)
+    qo, qs, qc, qu = _group(qcols)
+    do, ds, dc, du = _group(dcols)
+    gi, gj, d = _concat(_join(qu, du, threshold, False, method))
+    pa, pb, own = _product(qs[gi], qc[gi], ds[gj], dc[gj])
+    return _pairs(qo[pa], do[pb], d[own])

@@ -1,0 +1,339 @@
+"""The hash cache: nightly re-scans, crashes, corruption, renames, ignore list, new-since."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dupfinder import scan
+from dupfinder.cache import Cache, CachedResult, CacheBusyError, spec_key
+from dupfinder.cli import ExitStatus, main
+from dupfinder.report import read_csv
+
+from .conftest import open_rgb
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = spec_key("phash", 8, "orient")
+
+
+@pytest.fixture
+def tree(tmp_path, photos):
+    """Twelve real photos, two of them with a resized copy."""
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    for src in photos[:12]:
+        shutil.copyfile(src, folder / src.name)
+    for src in photos[:2]:
+        open_rgb(src).resize((200, 150)).save(folder / f"{src.stem}_small.jpg", quality=85)
+    return folder
+
+
+def groups_of(result):
+    return [[m.path for m in g.members] for g in result.groups]
+
+
+def test_second_scan_decodes_nothing_and_reports_the_same(tree, tmp_path):
+    with Cache(tmp_path / "c.sqlite") as cache:
+        first = scan([tree], workers=0, cache=cache)
+    with Cache(tmp_path / "c.sqlite") as cache:
+        second = scan([tree], workers=0, cache=cache)
+    assert first.counts["decoded"] == 14 and second.counts["decoded"] == 0
+    assert second.counts["cached"] == 14
+    assert second.groups == first.groups and second.files == first.files
+    assert len(first.groups) == 2
+
+
+def test_changed_mtime_or_size_is_rehashed(tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    with Cache(db) as cache:
+        scan([tree], workers=0, cache=cache)
+    victim = next(tree.glob("*_small.jpg"))
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    with Cache(db) as cache:
+        assert scan([tree], workers=0, cache=cache).counts["decoded"] == 1
+    open_rgb(victim).save(victim, quality=60)  # new size (and content)
+    with Cache(db) as cache:
+        result = scan([tree], workers=0, cache=cache)
+    assert result.counts["decoded"] == 1
+    assert len(result.groups) == 2
+
+
+def test_renamed_and_moved_files_are_not_decoded_again(tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    with Cache(db) as cache:
+        before = scan([tree], workers=0, cache=cache)
+    (tree / "sub").mkdir()
+    names = sorted(p.name for p in tree.glob("*.jpg"))
+    os.rename(tree / names[0], tree / "renamed.jpg")
+    os.rename(tree / names[1], tree / "sub" / names[1])
+    with Cache(db) as cache:
+        after = scan([tree], workers=0, cache=cache)
+    assert after.counts["decoded"] == 0
+    assert sorted(f.hash for f in after.files) == sorted(f.hash for f in before.files)
+
+
+def test_a_failed_file_stays_failed_until_it_changes(tree, tmp_path, photos):
+    db = tmp_path / "c.sqlite"
+    bad = tree / "broken.jpg"
+    data = photos[0].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with Cache(db) as cache:
+        first = scan([tree], workers=0, cache=cache)
+    with Cache(db) as cache:
+        second = scan([tree], workers=0, cache=cache)
+    assert second.counts["decoded"] == 0
+    assert first.errors == second.errors and [Path(e.path).name for e in second.errors] == ["broken.jpg"]
+    bad.write_bytes(data)  # repaired
+    with Cache(db) as cache:
+        third = scan([tree], workers=0, cache=cache)
+    assert third.counts["decoded"] == 1 and third.errors == ()
+
+
+def test_settings_that_change_the_answer_are_separate_entries(tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    with Cache(db) as cache:
+        scan([tree], workers=0, cache=cache)
+        assert scan([tree], workers=0, cache=cache, algorithm="dhash").counts["decoded"] == 14
+        assert scan([tree], workers=0, cache=cache, hash_size=16).counts["decoded"] == 14
+        assert scan([tree], workers=0, cache=cache, compat="imagehash").counts["decoded"] == 14
+        assert scan([tree], workers=0, cache=cache, orient=False).counts["decoded"] == 14
+        assert scan([tree], workers=0, cache=cache, algorithm="dhash").counts["decoded"] == 0
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "old-schema", "not-ours"])
+def test_a_broken_cache_is_moved_aside_and_rebuilt(tree, tmp_path, damage, caplog):
+    db = tmp_path / "c.sqlite"
+    with Cache(db) as cache:
+        scan([tree], workers=0, cache=cache)
+    if damage == "random":
+        db.write_bytes(os.urandom(8192))
+    elif damage == "truncated":
+        data = db.read_bytes()
+        db.write_bytes(data[: len(data) // 3])
+    elif damage == "old-schema":
+        con = sqlite3.connect(db)
+        con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+        con.commit()
+        con.close()
+    else:
+        db.unlink()
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE photos (x)")
+        con.commit()
+        con.close()
+    with caplog.at_level("WARNING"):
+        with Cache(db) as cache:
+            result = scan([tree], workers=0, cache=cache)
+    assert len(result.groups) == 2
+    assert any("moved it to" in r.getMessage() for r in caplog.records)
+    assert list(tmp_path.glob("c.sqlite.broken-*"))
+    with Cache(db) as cache:
+        assert scan([tree], workers=0, cache=cache).counts["decoded"] == 0
+
+
+def test_second_run_on_a_busy_cache_exits_with_busy(tree, tmp_path, capsys):
+    db = tmp_path / "c.sqlite"
+    with Cache(db, lock=True):
+        with pytest.raises(CacheBusyError):
+            Cache(db, lock=True)
+        code = main(["scan", str(tree), "--cache", str(db), "-j", "0", "-o", str(tmp_path / "r.csv")])
+    assert code == ExitStatus.BUSY == 75
+    assert "busy" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()
+    # Once the first run is done the next one goes ahead.
+    assert main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(tmp_path / "r.csv")]) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.lists(st.integers(0, 2**64 - 1), min_size=4, max_size=4),
+       st.binary(min_size=1, max_size=60).filter(lambda b: b"\x00" not in b and b"/" not in b))
+def test_every_hash_and_name_round_trips(value, words, name):
+    path = "/photos/" + os.fsdecode(name)
+    h64 = f"{value:016x}"
+    h256 = "".join(f"{w:016x}" for w in words)
+    with Cache(":memory:") as cache:
+        cache.put_file(path, size=1, mtime_ns=2, digest=b"d64")
+        cache.put_result(b"d64", "phash:8:orient:v1", CachedResult(h64, 3, 4))
+        cache.put_result(b"d64", "phash:16:orient:v1", CachedResult(h256, 3, 4))
+        cache.commit()
+        assert cache.lookup(path, size=1, mtime_ns=2, spec="phash:8:orient:v1").hash == h64
+        assert cache.lookup(path, size=1, mtime_ns=2, spec="phash:16:orient:v1").hash == h256
+        assert cache.lookup(path, size=1, mtime_ns=3, spec="phash:8:orient:v1") is None
+
+
+def _run_scan_process(tree, db, out, *, delay):
+    env = dict(os.environ, PYTHONPATH=str(REPO), DUPFINDER_TEST_DELAY=str(delay))
+    return subprocess.Popen(
+        [sys.executable, "-m", "dupfinder", "scan", str(tree), "--cache", str(db), "-j", "0",
+         "-q", "-f", "json", "-o", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _cached_files(db) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _wait_for_cached(db, proc, at_least=1, timeout=60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        n = _cached_files(db)
+        if n >= at_least:
+            return n
+        time.sleep(0.02)
+    raise AssertionError("the scan never committed a batch")
+
+
+@pytest.fixture
+def slow_tree(tmp_path, photos):
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    for src in photos[:30]:
+        shutil.copyfile(src, folder / src.name)
+    for src in photos[:5]:
+        open_rgb(src).resize((160, 120)).save(folder / f"{src.stem}_thumb.png")
+    return folder
+
+
+def test_kill_9_part_way_then_rerun_gives_the_same_report(slow_tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    out = tmp_path / "report.json"
+    out.write_text("last night's report")
+    proc = _run_scan_process(slow_tree, db, out, delay=0.12)
+    _wait_for_cached(db, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cached = _cached_files(db)
+    assert 0 < cached < 35, "the kill should land part way"
+    assert out.read_text() == "last night's report"  # no partial report replaced it
+    with Cache(db) as cache:
+        resumed = scan([slow_tree], workers=0, cache=cache)
+    assert resumed.counts["decoded"] == 35 - cached
+    fresh = scan([slow_tree], workers=0)
+    assert groups_of(resumed) == groups_of(fresh) and resumed.files == fresh.files
+    assert len(fresh.groups) == 5
+
+
+def test_sigterm_exits_143_keeps_the_work_and_the_old_report(slow_tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    out = tmp_path / "report.json"
+    out.write_text("last night's report")
+    proc = _run_scan_process(slow_tree, db, out, delay=0.12)
+    _wait_for_cached(db, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitStatus.TERMINATED == 143
+    assert b"terminated" in err
+    assert out.read_text() == "last night's report"
+    cached = _cached_files(db)
+    assert cached > 0
+    with Cache(db) as cache:
+        assert scan([slow_tree], workers=0, cache=cache).counts["decoded"] == 35 - cached
+
+
+def test_ignored_pair_does_not_come_back(tree, tmp_path, capsys):
+    db = tmp_path / "c.sqlite"
+    report = tmp_path / "r.csv"
+    assert main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)]) == 1
+    rows = read_csv(report)
+    first_group = [r["path"] for r in rows if r["group"] == "1"]
+    assert main(["ignore", "add", *first_group, "--cache", str(db), "--reason", "twins"]) == 0
+    main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)])
+    paths = {r["path"] for r in read_csv(report)}
+    assert not paths & set(first_group)
+    assert len({r["group"] for r in read_csv(report)}) == 1
+    capsys.readouterr()
+    assert main(["ignore", "list", "--cache", str(db)]) == 0
+    listing = capsys.readouterr().out
+    assert "twins" in listing and first_group[0] in listing
+    entry_id = listing.split("\t")[0]
+    assert main(["ignore", "remove", entry_id, "--cache", str(db)]) == 0
+    main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)])
+    assert set(first_group) <= {r["path"] for r in read_csv(report)}
+
+
+def test_ignore_import_reads_a_reviewed_verdict_column(tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    report = tmp_path / "r.csv"
+    main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)])
+    text = report.read_text().splitlines()
+    reviewed = [text[0] + ",verdict"]
+    for line in text[1:]:
+        reviewed.append(line + (",Not duplicate" if line.startswith("2,") and ",no," in line else ","))
+    (tmp_path / "reviewed.csv").write_text("\n".join(reviewed) + "\n")
+    assert main(["ignore", "import", str(tmp_path / "reviewed.csv"), "--cache", str(db)]) == 0
+    main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)])
+    assert {r["group"] for r in read_csv(report)} == {"1"}
+
+
+def test_new_since_last_shows_only_groups_that_gained_a_file(tree, tmp_path, photos):
+    db = tmp_path / "c.sqlite"
+    report = tmp_path / "r.csv"
+    args = ["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report), "--new-since", "last"]
+    assert main(args) == 1  # first night: everything is new
+    assert len({r["group"] for r in read_csv(report)}) == 2
+    assert main(args) == 0  # nothing changed
+    assert read_csv(report) == []
+    open_rgb(photos[5]).resize((100, 75)).save(tree / "tonight.jpg", quality=80)
+    assert main(args) == 1
+    rows = read_csv(report)
+    assert {Path(r["path"]).name for r in rows} == {photos[5].name, "tonight.jpg"}
+    assert {Path(r["path"]).name: r["new"] for r in rows} == {photos[5].name: "no", "tonight.jpg": "yes"}
+
+
+def test_new_since_a_date(tree, tmp_path):
+    db = tmp_path / "c.sqlite"
+    report = tmp_path / "r.csv"
+    base = ["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)]
+    main(base)
+    assert main([*base, "--new-since", "2999-01-01"]) == 0
+    assert main([*base, "--new-since", "2000-01-01T00:00"]) == 1
+    assert main([*base, "--new-since", "yesterday-ish"]) == ExitStatus.ERROR
+
+
+def test_cache_info_and_prune(tree, tmp_path, capsys):
+    db = tmp_path / "c.sqlite"
+    main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(tmp_path / "r.csv")])
+    capsys.readouterr()
+    assert main(["cache", "info", "--cache", str(db)]) == 0
+    info = capsys.readouterr().out
+    assert f"location: {db}" in info and "files: 14" in info
+    for p in list(tree.glob("*_small.jpg")):
+        p.unlink()
+    assert main(["cache", "prune", "--cache", str(db)]) == 0
+    assert "pruned 2 entries" in capsys.readouterr().err
+    main(["cache", "info", "--cache", str(db)])
+    assert "files: 12" in capsys.readouterr().out
+
+
+def test_default_cache_location_follows_xdg(tree, tmp_path, private_cache):
+    main(["scan", str(tree), "-j", "0", "-q", "-o", str(tmp_path / "r.csv")])
+    assert private_cache.exists()
+
+
+def test_output_date_pattern_and_log_file(tree, tmp_path):
+    (tree / "bad.png").write_text("nope")
+    pattern = str(tmp_path / "reports" / "dups-%Y-%m-%d.csv")
+    log = tmp_path / "run.log"
+    main(["scan", str(tree), "-j", "0", "-q", "-o", pattern, "--log-file", str(log)])
+    (made,) = (tmp_path / "reports").iterdir()
+    assert made.name == time.strftime("dups-%Y-%m-%d.csv")
+    assert "bad.png: open: not an image file" in log.read_text()
