@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from enum import IntEnum
 
-from . import __version__, hashes
-from .fingerprint import COMPAT_MODES, HashSpec, fingerprint_file
+from . import __version__
+from .fingerprint import ALGORITHMS, COMPAT_MODES, HashSpec, fingerprint_file
 from .models import DupfinderError, Progress, ScanError, ScanResult, UsageError
 from .report import FORMATS, atomic_writer, render_errors_csv, write_report
 from .scan import INDEX_METHODS, scan
@@ -94,12 +94,12 @@ class _ProgressBars:
 
 def _add_hash_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--algorithm", "-a", choices=hashes.ALGORITHMS, default="phash",
-        help="perceptual hash to compare (default: phash)",
+        "--algorithm", "-a", choices=ALGORITHMS, default="phash",
+        help="perceptual hash to compare (default: phash; pdq is Facebook's 256-bit PDQ)",
     )
     p.add_argument(
         "--hash-size", type=int, default=8, metavar="N",
-        help="hash grid edge: 8 gives 64-bit hashes, 16 gives 256-bit (default: 8)",
+        help="hash grid edge: 8 gives 64-bit hashes, 16 gives 256-bit (default: 8; pdq is always 256-bit)",
     )
     p.add_argument(
         "--compat", choices=COMPAT_MODES, default=None,
@@ -127,8 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="find groups of near-duplicate images under folders")
     s.add_argument("paths", nargs="+", metavar="PATH", help="folders or files to scan")
     s.add_argument(
-        "--threshold", "-t", type=int, default=5, metavar="BITS",
-        help="largest Hamming distance in bits between near-duplicates (default: 5)",
+        "--threshold", "-t", type=int, default=None, metavar="BITS",
+        help="largest Hamming distance in bits between near-duplicates (default: 5 per 64 "
+        "bits, so 5 for the default pHash and 20 for 256-bit hashes; 31 for pdq)",
+    )
+    s.add_argument(
+        "--no-transforms", dest="transforms", action="store_false",
+        help="match only copies in the same orientation (default: also mirrored, flipped "
+        "and quarter-turned copies, named in the transform column)",
     )
     _add_hash_options(s)
     s.add_argument(
@@ -339,6 +345,7 @@ def _run_scan(args) -> int:
             hash_size=args.hash_size,
             compat=args.compat,
             orient=args.orient,
+            transforms=args.transforms,
             include=args.include,
             exclude=args.exclude,
             follow_symlinks=args.follow_symlinks,

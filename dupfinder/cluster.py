@@ -1,22 +1,63 @@
 """Turn near-duplicate pairs into groups, and choose the file each group keeps.
 
 A group is a connected component of the graph whose edges are the pairs
-within the threshold (scipy.sparse.csgraph). Identical hashes are collapsed
-before the search, so ten thousand copies of one picture cost one node.
+within the threshold (scipy.sparse.csgraph). Files with identical
+fingerprints are collapsed into one node before the search, so ten thousand
+copies of one picture cost one node.
+
+When each file comes with its 8 flipped and turned variants (see
+:data:`dupfinder.fingerprint.TRANSFORMS`), a pair matches if any variant of
+one is within the threshold of the other, and the report names the
+transform. Byte-identical files (same content digest) always group, whatever
+the threshold; low-information files (blank, flat) group only that way.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from .index import find_pairs, hamming_distance
-from .models import DuplicateGroup, HashedFile, Member
+from .index import find_matches, find_pairs, hamming_distance
+from .models import DuplicateGroup, HashedFile, Member, UsageError
 
-__all__ = ["KEEP_RULES", "keep_key", "keep_rule", "connected_groups", "build_groups", "only_new"]
+__all__ = [
+    "KEEP_RULES",
+    "LOW_QUALITY",
+    "INVERSE",
+    "keep_key",
+    "is_low_information",
+    "keep_rule",
+    "connected_groups",
+    "build_groups",
+    "only_new",
+]
 
 KEEP_RULES = ("default", "largest", "oldest", "newest", "shortest-path", "prefer:GLOB")
+
+# Below this PDQ-style quality (0-100) an image is "low information": blank,
+# one flat colour, or nearly so. Their hashes are noise around a few common
+# values and would chain into huge false groups. Real photos score 90-100 here;
+# the flattest real photo in the project's collection (an out-of-focus colour
+# wash) scores 48, and 13 with its contrast halved.
+LOW_QUALITY = 8
+# Images this small carry too few pixels for a meaningful hash.
+MIN_SIDE = 16
+
+# Variant k of a file is the file turned by TRANSFORMS[k]; if that matches the
+# kept file, the file *is* the kept file turned by the inverse.
+INVERSE = {
+    "identity": "identity",
+    "mirror": "mirror",
+    "flip": "flip",
+    "rot180": "rot180",
+    "transpose": "transpose",
+    "rot90": "rot270",
+    "rot270": "rot90",
+    "transverse": "transverse",
+}
 
 
 def keep_key(f: HashedFile) -> tuple:
@@ -44,10 +85,6 @@ def keep_rule(name: str) -> Callable[[HashedFile], tuple]:
     >>> min([a, b], key=keep_rule("newest")).path, min([a, b], key=keep_rule("prefer:old/*")).path
     ('new/a.jpg', 'old/b.jpg')
     """
-    import fnmatch
-
-    from .models import UsageError
-
     if name == "default":
         return keep_key
     if name == "largest":
@@ -59,7 +96,7 @@ def keep_rule(name: str) -> Callable[[HashedFile], tuple]:
     if name == "shortest-path":
         return lambda f: (len(f.path), *keep_key(f))
     if name.startswith("prefer:") and len(name) > len("prefer:"):
-        pattern = name[len("prefer:"):]
+        pattern = name[len("prefer:") :]
         return lambda f: (not fnmatch.fnmatchcase(f.path, pattern), *keep_key(f))
     msg = f"unknown keep rule {name!r}; choose from {', '.join(KEEP_RULES)}"
     raise UsageError(msg)
@@ -79,22 +116,24 @@ def connected_groups(n: int, left: np.ndarray, right: np.ndarray) -> list[np.nda
     graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    bounds = np.flatnonzero(np.diff(sorted_labels)) + 1
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
     return [c for c in np.split(order, bounds) if len(c) > 1]
 
 
-def _as_rows(words: np.ndarray) -> np.ndarray:
-    return words.reshape(len(words), -1)
+def _distances_to(variants: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Distance from each file's variants to one identity hash: shape (n, 8)."""
+    n, k, w = variants.shape
+    d = hamming_distance(variants.reshape(n * k, w), target.reshape(1, w))
+    return d.reshape(n, k)
 
 
-def _max_pairwise(rows: np.ndarray) -> int:
-    # Exact diameter of a group over its distinct hashes, one row at a time
-    # so that a group of thousands stays small in memory.
-    best = 0
-    for i in range(len(rows) - 1):
-        best = max(best, int(hamming_distance(rows[i + 1 :], rows[i : i + 1]).max()))
-    return best
+def is_low_information(f: HashedFile) -> bool:
+    """Blank, flat or tiny: such a file groups only with byte-identical copies.
+
+    >>> is_low_information(HashedFile("white.png", 1, 0, 640, 480, "0", quality=0))
+    True
+    """
+    return f.quality < LOW_QUALITY or min(f.width, f.height) < MIN_SIDE
 
 
 def build_groups(
@@ -105,46 +144,92 @@ def build_groups(
     method: str = "auto",
     key: Callable[[HashedFile], tuple] = keep_key,
     ignored: set[tuple[bytes, bytes]] | frozenset = frozenset(),
+    variants: np.ndarray | None = None,
+    transform_names: Sequence[str] = tuple(INVERSE),
 ) -> tuple[DuplicateGroup, ...]:
     """Group files whose hashes are within ``threshold`` bits, in a stable order.
 
-    ``words`` holds one hash per file (uint64, one row of words per hash).
-    Each group lists its kept file first, then the others by distance to it
-    and by path; groups are ordered by their kept file's path. ``ignored``
-    holds pairs of content digests (smaller first) a person said are not
-    duplicates: they are no edge of the graph.
+    ``words`` holds one hash per file (uint64, one row of words per hash);
+    ``variants``, if given, holds each file's hashes under the 8 flips and
+    turns, shape (n, 8, words), the first being ``words``. Each group lists
+    its kept file first, then the others by distance to it and by path;
+    groups are ordered by their kept file's path. ``ignored`` holds pairs of
+    content digests (smaller first) a person said are not duplicates: they
+    are no edge of the graph.
 
-    >>> fs = [HashedFile(p, 1, 0, 1, 1, h) for p, h in [("a", "00"), ("b", "03"), ("c", "ff")]]
+    >>> fs = [HashedFile(p, 1, 0, 64, 64, h) for p, h in [("a", "00"), ("b", "03"), ("c", "ff")]]
     >>> [[m.path for m in g.members] for g in build_groups(fs, np.array([0, 3, 255], np.uint64), 2)]
     [['a', 'b']]
     """
-    if len(files) < 2:
+    n = len(files)
+    if n < 2:
         return ()
-    rows = _as_rows(np.asarray(words, dtype=np.uint64))
-    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+    rows = np.asarray(words, dtype=np.uint64).reshape(n, -1)
+    w = rows.shape[1]
+    if variants is None:
+        variants = rows[:, None, :]
+    variants = np.asarray(variants, dtype=np.uint64).reshape(n, -1, w)
+
+    eligible = np.array([not is_low_information(f) for f in files], dtype=bool)
+    eligible_idx = np.flatnonzero(eligible)
+    signature = variants[eligible_idx].reshape(len(eligible_idx), variants.shape[1] * w)
+    unique, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    searched = unique[:, 0] if unique.shape[1] == 1 else unique
-    pairs = find_pairs(searched, threshold, method=method)
-    # Nodes are unique hashes; every file hangs off its hash's node, so
-    # identical hashes group without ever listing their n^2 pairs.
-    n_unique = len(unique)
-    file_nodes = n_unique + np.arange(len(files))
-    left = np.concatenate([np.asarray(pairs.left, dtype=np.int64), inverse.astype(np.int64)])
-    right = np.concatenate([np.asarray(pairs.right, dtype=np.int64), file_nodes])
+    m = len(unique)
+    unique_variants = unique.reshape(m, variants.shape[1], w)
+    identity = unique_variants[:, 0, :]
+    searched = identity[:, 0] if w == 1 else identity
+
+    left, right = [], []
+    if m > 1:
+        p = find_pairs(searched, threshold, method=method)
+        left.append(np.asarray(p.left, np.int64))
+        right.append(np.asarray(p.right, np.int64))
+        for t in range(1, unique_variants.shape[1]):
+            q = unique_variants[:, t, :]
+            p = find_matches(q[:, 0] if w == 1 else q, searched, threshold, method=method)
+            keep = p.left != p.right  # a symmetric picture matches itself
+            left.append(np.asarray(p.left[keep], np.int64))
+            right.append(np.asarray(p.right[keep], np.int64))
+    # Graph nodes: m unique signatures, then n files. Each eligible file hangs
+    # off its signature's node; byte-identical files are tied to each other.
+    left.append(inverse.astype(np.int64))
+    right.append(m + eligible_idx.astype(np.int64))
+    same_a, same_b = _same_content(files)
+    left.append(m + same_a)
+    right.append(m + same_b)
     groups = []
-    for component in connected_groups(n_unique + len(files), left, right):
-        members_idx = component[component >= n_unique] - n_unique
+    for component in connected_groups(m + n, np.concatenate(left), np.concatenate(right)):
+        members_idx = component[component >= m] - m
         if len(members_idx) < 2:
             continue
-        for part in _without_ignored(members_idx, files, rows, threshold, ignored):
-            groups.append(_make_group([files[i] for i in part], rows[part], key))
+        for part in _without_ignored(members_idx, files, variants, threshold, ignored):
+            groups.append(_make_group(files, part, variants, key, transform_names))
     groups.sort(key=lambda g: g.keep.path)
-    return tuple(
-        DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1)
-    )
+    return tuple(DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1))
 
 
-def _without_ignored(members_idx, files, rows, threshold, ignored):
+def _same_content(files: Sequence[HashedFile]) -> tuple[np.ndarray, np.ndarray]:
+    by_digest: dict[str, int] = {}
+    a, b = [], []
+    for i, f in enumerate(files):
+        if not f.digest:
+            continue
+        j = by_digest.setdefault(f.digest, i)
+        if j != i:
+            a.append(j)
+            b.append(i)
+    return np.array(a, np.int64), np.array(b, np.int64)
+
+
+def _pair_distance(variants: np.ndarray, i: int, j: int) -> int:
+    """Smallest distance over transforms between files i and j, both ways."""
+    a = hamming_distance(variants[j], variants[i, 0][None, :]).min()
+    b = hamming_distance(variants[i], variants[j, 0][None, :]).min()
+    return int(min(a, b))
+
+
+def _without_ignored(members_idx, files, variants, threshold, ignored):
     """Split a component again at file level once its ignored pairs are cut."""
     if not ignored:
         return [members_idx]
@@ -157,13 +242,14 @@ def _without_ignored(members_idx, files, rows, threshold, ignored):
     }
     if not cut:
         return [members_idx]
-    sub = rows[members_idx]
     left, right = [], []
     for a in range(len(members_idx) - 1):
-        d = hamming_distance(sub[a + 1 :], sub[a : a + 1]).reshape(-1)
+        others = members_idx[a + 1 :]
+        d = np.array([_pair_distance(variants, int(members_idx[a]), int(o)) for o in others])
         for off in np.flatnonzero(d <= threshold):
             b = a + 1 + int(off)
-            if (a, b) not in cut:
+            same = digests[a] is not None and digests[a] == digests[b]
+            if same or (a, b) not in cut:
                 left.append(a)
                 right.append(b)
     parts = connected_groups(len(members_idx), np.array(left, np.int64), np.array(right, np.int64))
@@ -179,8 +265,6 @@ def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) ->
     >>> only_new([g], lambda p: False)
     ()
     """
-    from dataclasses import replace
-
     out = []
     for g in groups:
         flags = [is_new(m.path) for m in g.members]
@@ -190,21 +274,48 @@ def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) ->
     return tuple(out)
 
 
-def _make_group(files: list[HashedFile], rows: np.ndarray, key) -> DuplicateGroup:
-    keep_at = min(range(len(files)), key=lambda i: key(files[i]))
-    distances = hamming_distance(rows, rows[keep_at][None, :]).reshape(-1)
-    members = [
-        Member(
-            path=f.path,
-            keep=i == keep_at,
-            distance=int(distances[i]),
-            width=f.width,
-            height=f.height,
-            size=f.size,
-            mtime_ns=f.mtime_ns,
-            hash=f.hash,
+def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names) -> DuplicateGroup:
+    chosen = [files[i] for i in idx]
+    keep_at = min(range(len(chosen)), key=lambda i: key(chosen[i]))
+    keep_file = chosen[keep_at]
+    per_transform = _distances_to(variants[idx], variants[idx[keep_at], 0])
+    # Prefer "as is" on ties: a transform is named only when it is closer.
+    best = np.argmin(per_transform, axis=1)
+    members = []
+    for i, f in enumerate(chosen):
+        t = int(best[i])
+        if f.digest and f.digest == keep_file.digest:
+            transform, distance = ("" if i == keep_at else "identical"), 0
+        else:
+            transform = "" if t == 0 else INVERSE.get(names[t], names[t])
+            distance = int(per_transform[i, t])
+        members.append(
+            Member(
+                path=f.path,
+                keep=i == keep_at,
+                distance=distance,
+                width=f.width,
+                height=f.height,
+                size=f.size,
+                mtime_ns=f.mtime_ns,
+                hash=f.hash,
+                transform=transform,
+            )
         )
-        for i, f in enumerate(files)
-    ]
     members.sort(key=lambda m: (not m.keep, m.distance, m.path))
-    return DuplicateGroup(0, tuple(members), _max_pairwise(np.unique(rows, axis=0)))
+    return DuplicateGroup(0, tuple(members), _max_pairwise(variants[idx]))
+
+
+def _max_pairwise(variants: np.ndarray) -> int:
+    # Exact diameter of a group over its distinct fingerprints (smallest
+    # distance over transforms for each pair), one row at a time so a group
+    # of thousands stays small in memory.
+    n = len(variants)
+    flat = variants.reshape(n, -1)
+    _, first = np.unique(flat, axis=0, return_index=True)
+    distinct = variants[np.sort(first)]
+    best = 0
+    for i in range(len(distinct) - 1):
+        d = _distances_to(distinct[i + 1 :], distinct[i, 0]).min(axis=1)
+        best = max(best, int(d.max()))
+    return best

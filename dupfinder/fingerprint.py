@@ -7,17 +7,20 @@ and called directly by ``dupfinder hash``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
+
+import numpy as np
 
 from . import hashes
 from .imaging import load_image
 from .models import ScanError
 
 __all__ = [
+    "ALGORITHMS",
+    "TRANSFORMS",
     "HashSpec",
     "Fingerprint",
     "fingerprint_file",
@@ -32,6 +35,10 @@ _READ_WHOLE = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 COMPAT_MODES = ("imagehash",)
+ALGORITHMS = (*hashes.ALGORITHMS, "pdq")
+# The eight flips and turns, in the order of every ``*_dihedral`` function.
+# "rot90" is a quarter turn counter-clockwise, as in Pillow.
+TRANSFORMS = tuple(hashes.DIHEDRAL_TRANSPOSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,7 @@ class HashSpec:
 
     @property
     def bits(self) -> int:
-        return self.hash_size * self.hash_size
+        return 256 if self.algorithm == "pdq" else self.hash_size * self.hash_size
 
     @property
     def decode_mode(self) -> str:
@@ -69,17 +76,26 @@ class HashSpec:
             "phash": self.hash_size * 4,
             "whash": self.hash_size * 8,
         }.get(self.algorithm, 64)
-        return 2 * grid
+        # PDQ blurs with windows of side/128 before it decimates to 64x64:
+        # 256 px keeps that blur meaningful.
+        return 256 if self.algorithm == "pdq" else 2 * grid
 
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """A hashed file: its hex fingerprint and the size a person sees."""
+    """A hashed file: its fingerprint, its 8 flipped and turned variants, and its quality.
+
+    ``variants`` is the hex of the hashes of the image under each of
+    :data:`TRANSFORMS`, concatenated (the first is ``hash``). ``quality`` is
+    PDQ's 0-100 detail score: blank and flat images score near 0.
+    """
 
     path: str
     hash: str
     width: int
     height: int
+    variants: str = ""
+    quality: int = 100
 
 
 def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) -> Fingerprint | ScanError:
@@ -104,10 +120,34 @@ def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) ->
     if isinstance(decoded, ScanError):
         return decoded
     try:
-        words = hashes.compute(decoded.image, spec.algorithm, hash_size=spec.hash_size)
+        variants, quality = _variants(decoded.image, spec)
     except (ValueError, MemoryError) as exc:
         return ScanError(path, "hash", str(exc) or type(exc).__name__)
-    return Fingerprint(path, hashes.to_hex(words), decoded.width, decoded.height)
+    text = "".join(hashes.to_hex(v) for v in variants)
+    return Fingerprint(path, text[: len(text) // 8], decoded.width, decoded.height, text, quality)
+
+
+def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:
+    """The hash of the image under each of the 8 flips and turns, and its quality."""
+    from .pdq import gradient_quality, pdq_dihedral
+
+    if spec.algorithm == "pdq":
+        words, quality, _ = pdq_dihedral(image)
+        return words, quality
+    if spec.algorithm == "phash":
+        # A flip or a quarter turn only changes signs or transposes the DCT:
+        # the eight variants cost one DCT.
+        words, _ = hashes.phash_dihedral(image, hash_size=spec.hash_size)
+    else:
+        identity = hashes.compute(image, spec.algorithm, hash_size=spec.hash_size)
+        words = np.stack(
+            [identity]
+            + [
+                hashes.compute(image.transpose(t), spec.algorithm, hash_size=spec.hash_size)
+                for t in list(hashes.DIHEDRAL_TRANSPOSE.values())[1:]
+            ]
+        )
+    return words, gradient_quality(image)
 
 
 

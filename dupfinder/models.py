@@ -75,7 +75,10 @@ class HashedFile:
     prints; ``width`` and ``height`` are as a person sees the image (after
     EXIF orientation).
 
-    ``digest`` is the hex SHA-256 prefix of the bytes, when it was read.
+    ``digest`` is the hex SHA-256 prefix of the bytes, when it was read;
+    ``variants`` the hex of the hashes under the 8 flips and turns
+    (concatenated, the first is ``hash``); ``quality`` PDQ's 0-100 detail
+    score (blank images score 0).
 
     >>> HashedFile("a.jpg", 10, 0, 640, 480, "d1c4b0f0e0c0c0c0").pixels
     307200
@@ -88,6 +91,8 @@ class HashedFile:
     height: int
     hash: str
     digest: str = ""
+    variants: str = ""
+    quality: int = 100
 
     @property
     def pixels(self) -> int:
@@ -185,6 +190,7 @@ class ScanSettings:
     index: str = "auto"
     keep: str = "default"
     new_since: float | None = None
+    transforms: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,15 @@ from PIL import Image
 from .hashes import DIHEDRAL_TRANSPOSE, from_hex, hamming, to_hex
 from .models import UsageError
 
-__all__ = ["DIHEDRAL_NAMES", "pdq", "pdq_float", "pdq_dihedral", "to_pdq_hex", "from_pdq_hex"]
+__all__ = [
+    "DIHEDRAL_NAMES",
+    "pdq",
+    "pdq_float",
+    "pdq_dihedral",
+    "to_pdq_hex",
+    "from_pdq_hex",
+    "gradient_quality",
+]
 
 # Row k of pdq_dihedral is the hash of image.transpose(DIHEDRAL_TRANSPOSE[name]):
 # identity, mirror, flip, rot180, transpose, rot90 (counter-clockwise), rot270,
@@ -122,6 +130,22 @@ def _luma(image: Image.Image, max_side: int | None) -> np.ndarray:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         luma = luma.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return np.asarray(luma, dtype=np.float32)
+
+
+def gradient_quality(image: Image.Image) -> int:
+    """PDQ's quality score (0 flat to 100 detailed) of any image, on a 64x64 box resize.
+
+    The other hashes use it to spot low-information images (blank, one flat
+    colour), whose hashes all look alike.
+
+    >>> gradient_quality(Image.new("L", (500, 300), 255))
+    0
+    >>> gradient_quality(Image.effect_mandelbrot((256, 256), (-2, -1.5, 1, 1.5), 100))
+    83
+    """
+    grey = image if image.mode == "L" else image.convert("L")
+    small = grey.resize((64, 64), Image.Resampling.BOX, reducing_gap=None)
+    return _quality(np.asarray(small, dtype=np.float32))
 
 
 def _quality(small: np.ndarray) -> int:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+from .cluster import is_low_information
 from .models import ReportFormatError, ScanResult
 
 __all__ = [
@@ -96,6 +97,8 @@ def format_time(mtime_ns: int) -> str:
 
 
 def _csv_rows(result: ScanResult) -> Iterator[list]:
+    # "new" only means something when the scan compared with an earlier one.
+    since = result.settings.new_since is not None
     for group in result.groups:
         for m in group.members:
             yield [
@@ -111,7 +114,7 @@ def _csv_rows(result: ScanResult) -> Iterator[list]:
                 m.hash,
                 len(group),
                 group.max_distance,
-                "yes" if m.new else "no",
+                ("yes" if m.new else "no") if since else "",
             ]
 
 
@@ -157,6 +160,7 @@ def _json_document(result: ScanResult) -> dict:
             "index": s.index,
             "keep": s.keep,
             "new_since": s.new_since,
+            "transforms": s.transforms,
         },
         "counts": dict(result.counts),
         "elapsed_seconds": round(result.elapsed, 3),
@@ -185,6 +189,12 @@ def _json_document(result: ScanResult) -> dict:
             for g in result.groups
         ],
         "errors": [{"path": e.path, "stage": e.stage, "message": e.message} for e in result.errors],
+        # Blank, flat or tiny images: grouped only with byte-identical copies.
+        "low_information": [
+            {"path": f.path, "quality": f.quality, "width": f.width, "height": f.height}
+            for f in result.files
+            if is_low_information(f)
+        ],
     }
 
 

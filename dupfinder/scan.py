@@ -16,10 +16,12 @@ import numpy as np
 
 from . import hashes
 from .cache import CachedResult, spec_key
-from .cluster import build_groups, keep_rule, only_new
+from .cluster import build_groups, is_low_information, keep_rule, only_new
 from .executor import Executor, WorkerCrashed, make_executor
 from .fingerprint import (
+    ALGORITHMS,
     COMPAT_MODES,
+    TRANSFORMS,
     Fingerprint,
     HashSpec,
     file_digest,
@@ -36,7 +38,7 @@ from .models import (
 )
 from .walk import walk
 
-__all__ = ["scan", "fingerprint_entries", "ProgressCallback", "validate_settings"]
+__all__ = ["scan", "fingerprint_entries", "ProgressCallback", "validate_settings", "default_threshold"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -58,8 +60,8 @@ def validate_settings(settings: ScanSettings) -> None:
     if settings.threshold < 0:
         msg = f"threshold must be 0 or more bits, not {settings.threshold}"
         raise UsageError(msg)
-    if settings.algorithm not in hashes.ALGORITHMS:
-        msg = f"unknown algorithm {settings.algorithm!r}; choose from {', '.join(hashes.ALGORITHMS)}"
+    if settings.algorithm not in ALGORITHMS:
+        msg = f"unknown algorithm {settings.algorithm!r}; choose from {', '.join(ALGORITHMS)}"
         raise UsageError(msg)
     if settings.hash_size < 8 or settings.hash_size % 8:
         msg = f"hash size must be a multiple of 8 (8 gives 64 bits, 16 gives 256), not {settings.hash_size}"
@@ -192,7 +194,10 @@ class _Collector:
             self.errors.append(ScanError(entry.path, hit.error_stage, hit.error_message or ""))
         else:
             self.files.append(
-                HashedFile(entry.path, entry.size, entry.mtime_ns, hit.width, hit.height, hit.hash, digest.hex())
+                HashedFile(
+                    entry.path, entry.size, entry.mtime_ns, hit.width, hit.height, hit.hash,
+                    digest.hex(), hit.variants or "", 100 if hit.quality is None else hit.quality,
+                )
             )
 
     def add(self, digest: bytes | None, outcome) -> None:
@@ -203,7 +208,7 @@ class _Collector:
             self.files.append(
                 HashedFile(
                     entry.path, entry.size, entry.mtime_ns, outcome.width, outcome.height,
-                    outcome.hash, digest.hex() if digest else "",
+                    outcome.hash, digest.hex() if digest else "", outcome.variants, outcome.quality,
                 )
             )
         if self.cache is None or digest is None:
@@ -213,7 +218,10 @@ class _Collector:
         if isinstance(outcome, ScanError):
             record = CachedResult(None, None, None, outcome.stage, outcome.message)
         else:
-            record = CachedResult(outcome.hash, outcome.width, outcome.height)
+            record = CachedResult(
+                outcome.hash, outcome.width, outcome.height,
+                variants=outcome.variants, quality=outcome.quality,
+            )
         abspath = os.path.abspath(entry.path)
         self.cache.put_file(abspath, size=entry.size, mtime_ns=entry.mtime_ns, digest=digest)
         self.cache.put_result(digest, self.key, record)
@@ -272,11 +280,12 @@ def _split_cached(entries, cache, spec, key, collector, executor, workers, roots
 def scan(
     paths: Iterable[str | os.PathLike],
     *,
-    threshold: int = 5,
+    threshold: int | None = None,
     algorithm: str = "phash",
     hash_size: int = 8,
     compat: str | None = None,
     orient: bool = True,
+    transforms: bool = True,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     follow_symlinks: bool = False,
@@ -292,7 +301,10 @@ def scan(
     """Scan folders and files for near-duplicate images and group them.
 
     ``threshold`` is the largest Hamming distance, in bits, between two
-    hashes of one group (see the README for what suits each algorithm).
+    hashes of one group; None takes :func:`default_threshold` (5 for the
+    default 64-bit pHash; see the README for each algorithm). With
+    ``transforms`` a mirrored or rotated copy matches too, and the report
+    names the transform.
     ``workers`` is the number of processes (None: one per CPU, 0: in this
     process); pass ``executor`` to run the work elsewhere. Files that cannot
     be read are returned in ``errors``; the scan goes on.
@@ -320,6 +332,8 @@ def scan(
     """
     started = time.monotonic()
     progress = progress or _noop
+    if threshold is None:
+        threshold = default_threshold(algorithm, hash_size)
     settings = ScanSettings(
         roots=tuple(os.fspath(p) for p in paths),
         threshold=threshold,
@@ -332,6 +346,7 @@ def scan(
         follow_symlinks=follow_symlinks,
         index=index,
         keep=keep,
+        transforms=transforms,
     )
     validate_settings(settings)
     if new_since is not None and cache is None:
@@ -376,9 +391,12 @@ def scan(
     files = sorted(collector.files, key=lambda f: f.path)
     errors = sorted(collector.errors, key=lambda e: (e.path, e.stage))
     progress(Progress("group", 0, 1))
-    words = _words(files, spec)
+    words, variants = _words(files, spec, transforms=transforms)
     ignored = cache.ignored_pairs() if cache is not None else set()
-    groups = build_groups(files, words, threshold, method=index, key=key_for, ignored=ignored)
+    groups = build_groups(
+        files, words, threshold, method=index, key=key_for, ignored=ignored,
+        variants=variants, transform_names=TRANSFORMS,
+    )
     if new_since is not None:
         added = cache.added_at(os.path.abspath(f.path) for f in files)
         groups = only_new(groups, lambda p: added.get(os.path.abspath(p), float("inf")) > new_since)
@@ -399,6 +417,7 @@ def scan(
             "decoded": len(todo),
             "cached": cached,
             "errors": len(errors),
+            "low_information": sum(1 for f in files if is_low_information(f)),
             "groups": len(groups),
             "duplicates": sum(len(g) - 1 for g in groups),
         },
@@ -415,9 +434,25 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _words(files: Sequence[HashedFile], spec: HashSpec) -> np.ndarray:
+def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool) -> tuple[np.ndarray, np.ndarray | None]:
     n_words = spec.bits // 64
-    out = np.empty((len(files), n_words), dtype=np.uint64)
+    words = np.empty((len(files), n_words), dtype=np.uint64)
     for i, f in enumerate(files):
-        out[i] = hashes.from_hex(f.hash)
-    return out
+        words[i] = hashes.from_hex(f.hash)
+    if not transforms or not files or any(not f.variants for f in files):
+        return words, None
+    variants = np.empty((len(files), len(TRANSFORMS), n_words), dtype=np.uint64)
+    for i, f in enumerate(files):
+        variants[i] = hashes.from_hex(f.variants).reshape(len(TRANSFORMS), n_words)
+    return words, variants
+
+
+def default_threshold(algorithm: str, hash_size: int) -> int:
+    """The threshold used when none is given: 5 bits per 64, and PDQ's own 31.
+
+    >>> default_threshold("phash", 8), default_threshold("phash", 16), default_threshold("pdq", 8)
+    (5, 20, 31)
+    """
+    if algorithm == "pdq":
+        return 31
+    return round(5 * hash_size * hash_size / 64)

@@ -32,6 +32,12 @@ def main():
     )
     camera = Image.open(SRC / "p0112.png")
     camera.resize((256, 256), Image.Resampling.LANCZOS).save(DST / "camera_thumb.png")
+    Image.open(SRC / "p0009.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        DST / "p0009_mirrored.jpg", quality=90
+    )
+    Image.open(SRC / "p0010.jpg").transpose(Image.Transpose.ROTATE_90).save(
+        DST / "p0010_turned_left.jpg", quality=90
+    )
     # Stored sideways with an EXIF Orientation tag, as a phone writes it:
     # orientation 6 means "turn 90 degrees clockwise to display".
     p2 = Image.open(SRC / "p0002.jpg")

@@ -13,7 +13,7 @@ from dupfinder.models import HashedFile
 def files_for(hashes, **over):
     return [
         HashedFile(over.get("paths", {}).get(i, f"f{i:02d}.jpg"), over.get("sizes", {}).get(i, 100),
-                   over.get("mtimes", {}).get(i, 0), *over.get("dims", {}).get(i, (10, 10)), f"{h:016x}")
+                   over.get("mtimes", {}).get(i, 0), *over.get("dims", {}).get(i, (100, 100)), f"{h:016x}")
         for i, h in enumerate(hashes)
     ]
 
@@ -28,7 +28,7 @@ def test_chain_is_one_group_and_its_spread_is_visible():
 
 def test_keep_most_pixels_then_largest_then_oldest_then_path():
     hashes = [0, 0, 0, 0]
-    files = files_for(hashes, dims={1: (20, 20)})
+    files = files_for(hashes, dims={1: (200, 200)})
     assert build_groups(files, np.zeros(4, np.uint64), 0)[0].keep.path == "f01.jpg"
     files = files_for(hashes, sizes={2: 500})
     assert build_groups(files, np.zeros(4, np.uint64), 0)[0].keep.path == "f02.jpg"
@@ -39,7 +39,7 @@ def test_keep_most_pixels_then_largest_then_oldest_then_path():
 
 def test_members_ordered_keep_first_then_distance_then_path():
     hashes = [0b111, 0b0, 0b1, 0b0]
-    files = files_for(hashes, dims={3: (50, 50)})
+    files = files_for(hashes, dims={3: (500, 500)})
     (g,) = build_groups(files, np.array(hashes, np.uint64), 3)
     assert [(m.path, m.distance) for m in g.members] == [
         ("f03.jpg", 0), ("f01.jpg", 0), ("f02.jpg", 1), ("f00.jpg", 3)
