@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import hashes
-from .cache import CachedResult, spec_key
 from .cluster import build_groups, is_low_information, keep_rule, only_new
-from .executor import Executor, WorkerCrashed, make_executor
-from .fingerprint import (
-    ALGORITHMS,
-    COMPAT_MODES,
-    TRANSFORMS,
-    Fingerprint,
-    HashSpec,
-    file_digest,
-    fingerprint_and_digest,
-)
+from .executor import Executor, make_executor
+from .fingerprint import ALGORITHMS, COMPAT_MODES, TRANSFORMS, HashSpec
+from .hashing import Hasher
 from .models import (
     FileEntry,
     HashedFile,
@@ -38,7 +29,7 @@ from .models import (
 )
 from .walk import walk
 
-__all__ = ["scan", "fingerprint_entries", "ProgressCallback", "validate_settings", "default_threshold"]
+__all__ = ["scan", "walk_entries", "ProgressCallback", "validate_settings", "default_threshold"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -77,79 +68,10 @@ def validate_settings(settings: ScanSettings) -> None:
         raise UsageError(msg)
 
 
-# Seconds to sleep per file, for tests that must interrupt a scan part way
-# (kill -9, SIGTERM) at a predictable point. Never set it otherwise.
-_TEST_DELAY = float(os.environ.get("DUPFINDER_TEST_DELAY", "0") or 0)
-
-
-def _hash_batch(paths: Sequence[str], spec: HashSpec) -> list:
-    # Module-level so the spawn start method can pickle it by name.
-    if _TEST_DELAY:
-        out = []
-        for p in paths:
-            time.sleep(_TEST_DELAY)
-            out.append(fingerprint_and_digest(p, spec))
-        return out
-    return [fingerprint_and_digest(p, spec) for p in paths]
-
-
-def _digest_batch(paths: Sequence[str]) -> list:
-    return [file_digest(p) for p in paths]
-
-
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def batch_size(jobs: int, workers: int) -> int:
-    """Files per batch: enough to amortise pickling, small enough to balance load.
-
-    >>> batch_size(100_000, 2), batch_size(10, 2)
-    (64, 1)
-    """
-    return max(1, min(64, jobs // (max(workers, 1) * 4)))
-
-
-def fingerprint_entries(
-    entries: Sequence[FileEntry],
-    spec: HashSpec,
-    *,
-    executor: Executor,
-    workers: int = 1,
-    progress: ProgressCallback = _noop,
-    done: int = 0,
-    total: int | None = None,
-) -> Iterator[tuple[bytes | None, Fingerprint | ScanError]]:
-    """Fingerprint files through an executor, yielding ``(digest, outcome)`` as each finishes.
-
-    A batch whose worker process died is retried one file at a time, so one
-    file that crashes a decoder becomes that file's error and no other's.
-    """
-    paths = [e.path for e in entries]
-    work = partial(_hash_batch, spec=spec)
-    total = len(paths) + done if total is None else total
-    progress(Progress("hash", done, total))
-    crashed: list[str] = []
-    for batch, result in executor.map_unordered(work, _batches(paths, batch_size(len(paths), workers))):
-        if isinstance(result, WorkerCrashed):
-            crashed.extend(batch)
-            continue
-        yield from result
-        done += len(result)
-        progress(Progress("hash", done, total))
-    for batch, result in executor.map_unordered(work, [[p] for p in crashed]):
-        if isinstance(result, WorkerCrashed):
-            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
-        else:
-            yield from result
-        done += 1
-        progress(Progress("hash", done, total))
-
-
-def _walk_all(
-    settings: ScanSettings, progress: ProgressCallback
+def walk_entries(
+    settings: ScanSettings, progress: ProgressCallback = _noop
 ) -> tuple[list[FileEntry], list[ScanError]]:
+    """Walk the settings' roots: the image files once each, and the walk's errors."""
     entries: dict[str, FileEntry] = {}
     errors: list[ScanError] = []
     found = 0
@@ -169,112 +91,6 @@ def _walk_all(
             progress(Progress("walk", found))
     progress(Progress("walk", len(entries), len(entries)))
     return list(entries.values()), errors
-
-
-class _Collector:
-    """Gathers outcomes into files and errors, and writes them to the cache in batches."""
-
-    # A batch is committed every this many files or seconds, whichever comes
-    # first: a kill -9 loses at most that much work.
-    BATCH_FILES = 256
-    BATCH_SECONDS = 2.0
-
-    def __init__(self, by_path: dict[str, FileEntry], cache, spec: HashSpec, key: str):
-        self.by_path = by_path
-        self.cache = cache
-        self.spec = spec
-        self.key = key
-        self.files: list[HashedFile] = []
-        self.errors: list[ScanError] = []
-        self.pending = 0
-        self.last_commit = time.monotonic()
-
-    def add_cached(self, entry: FileEntry, digest: bytes, hit) -> None:
-        if hit.error_stage:
-            self.errors.append(ScanError(entry.path, hit.error_stage, hit.error_message or ""))
-        else:
-            self.files.append(
-                HashedFile(
-                    entry.path, entry.size, entry.mtime_ns, hit.width, hit.height, hit.hash,
-                    digest.hex(), hit.variants or "", 100 if hit.quality is None else hit.quality,
-                )
-            )
-
-    def add(self, digest: bytes | None, outcome) -> None:
-        entry = self.by_path[outcome.path]
-        if isinstance(outcome, ScanError):
-            self.errors.append(outcome)
-        else:
-            self.files.append(
-                HashedFile(
-                    entry.path, entry.size, entry.mtime_ns, outcome.width, outcome.height,
-                    outcome.hash, digest.hex() if digest else "", outcome.variants, outcome.quality,
-                )
-            )
-        if self.cache is None or digest is None:
-            return  # unreadable bytes: nothing to key on, retried next time
-        if isinstance(outcome, ScanError) and outcome.stage == "open" and "vanished" in outcome.message:
-            return
-        if isinstance(outcome, ScanError):
-            record = CachedResult(None, None, None, outcome.stage, outcome.message)
-        else:
-            record = CachedResult(
-                outcome.hash, outcome.width, outcome.height,
-                variants=outcome.variants, quality=outcome.quality,
-            )
-        abspath = os.path.abspath(entry.path)
-        self.cache.put_file(abspath, size=entry.size, mtime_ns=entry.mtime_ns, digest=digest)
-        self.cache.put_result(digest, self.key, record)
-        self.pending += 1
-        now = time.monotonic()
-        if self.pending >= self.BATCH_FILES or now - self.last_commit >= self.BATCH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.cache is not None:
-            self.cache.commit()
-        self.pending = 0
-        self.last_commit = time.monotonic()
-
-
-def _split_cached(entries, cache, spec, key, collector, executor, workers, roots):
-    """Answer what the cache knows; return the entries that must be decoded."""
-    misses = []
-    for e in entries:
-        abspath = os.path.abspath(e.path)
-        hit = cache.lookup(abspath, size=e.size, mtime_ns=e.mtime_ns, spec=key)
-        if hit is None:
-            misses.append(e)
-        else:
-            digest = cache.file_digest(abspath, size=e.size, mtime_ns=e.mtime_ns)
-            collector.add_cached(e, digest, hit)
-    if not misses:
-        return misses
-    # A renamed or moved file keeps its size: only new files whose size
-    # matches a vanished entry's are digested to look for their old result.
-    sizes = cache.sizes_of_missing(
-        (os.path.abspath(e.path) for e in entries), under=[os.path.abspath(r) for r in roots]
-    )
-    maybe_moved = [e for e in misses if e.size in sizes]
-    if not maybe_moved:
-        return misses
-    found: set[str] = set()
-    paths = [e.path for e in maybe_moved]
-    for batch, digests in executor.map_unordered(_digest_batch, _batches(paths, batch_size(len(paths), workers))):
-        if isinstance(digests, WorkerCrashed):
-            continue
-        for path, digest in zip(batch, digests):
-            if isinstance(digest, ScanError):
-                continue
-            hit = cache.lookup_digest(digest, spec=key)
-            if hit is None:
-                continue
-            e = collector.by_path[path]
-            cache.put_file(os.path.abspath(path), size=e.size, mtime_ns=e.mtime_ns, digest=digest)
-            collector.add_cached(e, digest, hit)
-            found.add(path)
-    cache.commit()
-    return [e for e in misses if e.path not in found]
 
 
 def scan(
@@ -354,7 +170,6 @@ def scan(
         raise UsageError(msg)
     key_for = keep_rule(keep)
     spec = HashSpec(algorithm=algorithm, hash_size=hash_size, compat=compat, orient=orient)
-    key = spec_key(algorithm, hash_size, spec.decode_mode)
 
     scan_id = None
     if cache is not None:
@@ -364,32 +179,24 @@ def scan(
             if new_since is None:
                 new_since = float("-inf")  # no earlier scan: everything is new
 
-    entries, walk_errors = _walk_all(settings, progress)
-    by_path = {e.path: e for e in entries}
+    entries, errors = walk_entries(settings, progress)
     own_executor = executor is None
-    collector = _Collector(by_path, cache, spec, key)
-    collector.errors.extend(walk_errors)
     if executor is None:
         executor = make_executor(workers, jobs=len(entries))
-    n_workers = getattr(executor, "workers", 1)
+    hasher = Hasher(
+        spec, cache=cache, executor=executor, workers=getattr(executor, "workers", 1),
+        progress=progress, roots=settings.roots,
+    )
+    files: list[HashedFile] = []
     try:
-        todo = entries
-        if cache is not None:
-            todo = _split_cached(entries, cache, spec, key, collector, executor, n_workers, settings.roots)
-        cached = len(entries) - len(todo)
-        for digest, outcome in fingerprint_entries(
-            todo, spec, executor=executor, workers=n_workers, progress=progress,
-            done=cached, total=len(entries),
-        ):
-            collector.add(digest, outcome)
+        for item in hasher.run(entries):
+            (errors if isinstance(item, ScanError) else files).append(item)
     finally:
-        # Interrupted or not, what was hashed stays cached for the next run.
-        collector.flush()
         if own_executor:
             executor.close()
 
-    files = sorted(collector.files, key=lambda f: f.path)
-    errors = sorted(collector.errors, key=lambda e: (e.path, e.stage))
+    files.sort(key=lambda f: f.path)
+    errors.sort(key=lambda e: (e.path, e.stage))
     progress(Progress("group", 0, 1))
     words, variants = _words(files, spec, transforms=transforms)
     ignored = cache.ignored_pairs() if cache is not None else set()
@@ -414,8 +221,8 @@ def scan(
         counts={
             "found": len(entries),
             "hashed": len(files),
-            "decoded": len(todo),
-            "cached": cached,
+            "decoded": hasher.decoded,
+            "cached": hasher.cached,
             "errors": len(errors),
             "low_information": sum(1 for f in files if is_low_information(f)),
             "groups": len(groups),

@@ -1,0 +1,244 @@
+"""Hash many files through an executor, answering from the cache where it can.
+
+:class:`Hasher` is the part of the pipeline that both ``scan`` and
+``match`` use: it yields a :class:`HashedFile` or a :class:`ScanError` per
+file, as results arrive, so a caller can stream (``match``) or collect
+(``scan``). With a cache it first answers what the cache knows (by path,
+size and mtime, then by content digest for renamed files), hashes the rest
+in the executor, and writes the new results back in batches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+
+from .cache import Cache, CachedResult, spec_key
+from .executor import Executor, WorkerCrashed
+from .fingerprint import Fingerprint, HashSpec, file_digest, fingerprint_and_digest
+from .models import FileEntry, HashedFile, Progress, ScanError
+
+__all__ = ["Hasher", "batch_size", "fingerprint_entries"]
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _noop(_: Progress) -> None:
+    pass
+
+
+# Seconds to sleep per file, for tests that must interrupt a scan part way
+# (kill -9, SIGTERM) at a predictable point. Never set it otherwise.
+_TEST_DELAY = float(os.environ.get("DUPFINDER_TEST_DELAY", "0") or 0)
+
+
+def _hash_batch(paths: Sequence[str], spec: HashSpec) -> list:
+    # Module-level so the spawn start method can pickle it by name.
+    if _TEST_DELAY:
+        out = []
+        for p in paths:
+            time.sleep(_TEST_DELAY)
+            out.append(fingerprint_and_digest(p, spec))
+        return out
+    return [fingerprint_and_digest(p, spec) for p in paths]
+
+
+def _digest_batch(paths: Sequence[str]) -> list:
+    return [file_digest(p) for p in paths]
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def batch_size(jobs: int, workers: int) -> int:
+    """Files per batch: enough to amortise pickling, small enough to balance load.
+
+    >>> batch_size(100_000, 2), batch_size(10, 2)
+    (64, 1)
+    """
+    return max(1, min(64, jobs // (max(workers, 1) * 4)))
+
+
+def fingerprint_entries(
+    entries: Sequence[FileEntry],
+    spec: HashSpec,
+    *,
+    executor: Executor,
+    workers: int = 1,
+    progress: ProgressCallback = _noop,
+    done: int = 0,
+    total: int | None = None,
+) -> Iterator[tuple[bytes | None, Fingerprint | ScanError]]:
+    """Fingerprint files through an executor, yielding ``(digest, outcome)`` as each finishes.
+
+    A batch whose worker process died is retried one file at a time, so one
+    file that crashes a decoder becomes that file's error and no other's.
+    """
+    paths = [e.path for e in entries]
+    work = partial(_hash_batch, spec=spec)
+    total = len(paths) + done if total is None else total
+    progress(Progress("hash", done, total))
+    crashed: list[str] = []
+    for batch, result in executor.map_unordered(work, _batches(paths, batch_size(len(paths), workers))):
+        if isinstance(result, WorkerCrashed):
+            crashed.extend(batch)
+            continue
+        yield from result
+        done += len(result)
+        progress(Progress("hash", done, total))
+    for batch, result in executor.map_unordered(work, [[p] for p in crashed]):
+        if isinstance(result, WorkerCrashed):
+            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
+        else:
+            yield from result
+        done += 1
+        progress(Progress("hash", done, total))
+
+
+
+class Hasher:
+    """Hashes entries, using and filling a cache; counts what it decoded.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from dupfinder.executor import InlineExecutor
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.effect_mandelbrot((64, 64), (-2, -1, 1, 1), 50).save(d / "m.png")
+    >>> e = FileEntry(str(d / "m.png"), (d / "m.png").stat().st_size, (d / "m.png").stat().st_mtime_ns)
+    >>> with Cache(":memory:") as c:
+    ...     first = list(Hasher(HashSpec(), cache=c, executor=InlineExecutor()).run([e]))
+    ...     again = Hasher(HashSpec(), cache=c, executor=InlineExecutor())
+    ...     second = list(again.run([e]))
+    >>> first == second, again.decoded, again.cached
+    (True, 0, 1)
+    """
+
+    # A batch is committed every this many files or seconds, whichever comes
+    # first: a kill -9 loses at most that much work.
+    BATCH_FILES = 256
+    BATCH_SECONDS = 2.0
+
+    def __init__(
+        self,
+        spec: HashSpec,
+        *,
+        cache: Cache | None,
+        executor: Executor,
+        workers: int = 1,
+        progress: ProgressCallback = _noop,
+        roots: Sequence[str] = (),
+    ):
+        self.spec = spec
+        self.cache = cache
+        self.executor = executor
+        self.workers = workers
+        self.progress = progress
+        self.roots = tuple(roots)
+        self.key = spec_key(spec.algorithm, spec.hash_size, spec.decode_mode)
+        self.decoded = 0
+        self.cached = 0
+        self._pending = 0
+        self._last_commit = time.monotonic()
+
+    def run(self, entries: Sequence[FileEntry]) -> Iterator[HashedFile | ScanError]:
+        """Yield one HashedFile or ScanError per entry, cached answers first."""
+        by_path = {e.path: e for e in entries}
+        todo: Sequence[FileEntry] = entries
+        try:
+            if self.cache is not None:
+                known, todo = self._split_cached(entries, by_path)
+                yield from known
+            self.cached = len(entries) - len(todo)
+            for digest, outcome in fingerprint_entries(
+                todo, self.spec, executor=self.executor, workers=self.workers,
+                progress=self.progress, done=self.cached, total=len(entries),
+            ):
+                self.decoded += 1
+                yield self._record(by_path[outcome.path], digest, outcome)
+        finally:
+            # Interrupted or not, what was hashed stays cached for the next run.
+            self.flush()
+
+    def _record(self, entry: FileEntry, digest: bytes | None, outcome) -> HashedFile | ScanError:
+        if isinstance(outcome, ScanError):
+            record = CachedResult(None, None, None, outcome.stage, outcome.message)
+            out = outcome
+        else:
+            record = CachedResult(
+                outcome.hash, outcome.width, outcome.height,
+                variants=outcome.variants, quality=outcome.quality,
+            )
+            out = HashedFile(
+                entry.path, entry.size, entry.mtime_ns, outcome.width, outcome.height,
+                outcome.hash, digest.hex() if digest else "", outcome.variants, outcome.quality,
+            )
+        vanished = isinstance(outcome, ScanError) and "vanished" in outcome.message
+        # Unreadable bytes have nothing to key on: they are retried next time.
+        if self.cache is not None and digest is not None and not vanished:
+            abspath = os.path.abspath(entry.path)
+            self.cache.put_file(abspath, size=entry.size, mtime_ns=entry.mtime_ns, digest=digest)
+            self.cache.put_result(digest, self.key, record)
+            self._pending += 1
+            now = time.monotonic()
+            if self._pending >= self.BATCH_FILES or now - self._last_commit >= self.BATCH_SECONDS:
+                self.flush()
+        return out
+
+    def flush(self) -> None:
+        """Commit the pending batch to the cache."""
+        if self.cache is not None:
+            self.cache.commit()
+        self._pending = 0
+        self._last_commit = time.monotonic()
+
+    @staticmethod
+    def _from_cache(entry: FileEntry, digest: bytes | None, hit: CachedResult) -> HashedFile | ScanError:
+        if hit.error_stage:
+            return ScanError(entry.path, hit.error_stage, hit.error_message or "")
+        return HashedFile(
+            entry.path, entry.size, entry.mtime_ns, hit.width, hit.height, hit.hash,
+            digest.hex() if digest else "", hit.variants or "", 100 if hit.quality is None else hit.quality,
+        )
+
+    def _split_cached(self, entries, by_path):
+        """Answer what the cache knows; return (answers, entries that must be decoded)."""
+        cache, key = self.cache, self.key
+        known: list[HashedFile | ScanError] = []
+        misses = []
+        for e in entries:
+            abspath = os.path.abspath(e.path)
+            hit = cache.lookup(abspath, size=e.size, mtime_ns=e.mtime_ns, spec=key)
+            if hit is None:
+                misses.append(e)
+            else:
+                digest = cache.file_digest(abspath, size=e.size, mtime_ns=e.mtime_ns)
+                known.append(self._from_cache(e, digest, hit))
+        if not misses or not self.roots:
+            return known, misses
+        # A renamed or moved file keeps its size: only new files whose size
+        # matches a vanished entry's are digested to look for their old result.
+        sizes = cache.sizes_of_missing(
+            (os.path.abspath(e.path) for e in entries), under=[os.path.abspath(r) for r in self.roots]
+        )
+        paths = [e.path for e in misses if e.size in sizes]
+        found: set[str] = set()
+        batches = _batches(paths, batch_size(len(paths), self.workers))
+        for batch, digests in self.executor.map_unordered(_digest_batch, batches):
+            if isinstance(digests, WorkerCrashed):
+                continue
+            for path, digest in zip(batch, digests):
+                if isinstance(digest, ScanError):
+                    continue
+                hit = cache.lookup_digest(digest, spec=key)
+                if hit is None:
+                    continue
+                e = by_path[path]
+                cache.put_file(os.path.abspath(path), size=e.size, mtime_ns=e.mtime_ns, digest=digest)
+                known.append(self._from_cache(e, digest, hit))
+                found.add(path)
+        cache.commit()
+        return known, [e for e in misses if e.path not in found]
