@@ -204,16 +204,95 @@ def render_json(result: ScanResult, out: io.TextIOBase) -> None:
     out.write("\n")
 
 
+MATCH_COLUMNS = (
+    "path",
+    "reference",
+    "distance",
+    "transform",
+    "algorithm",
+    "width",
+    "height",
+    "bytes",
+    "modified",
+    "hash",
+    "matches",
+)
+
+
+def render_match_csv(result, out: io.TextIOBase) -> None:
+    """One row per matching target: its closest reference, distance and transform.
+
+    >>> from dupfinder.match import MatchResult
+    >>> from dupfinder.models import ScanSettings
+    >>> buf = io.StringIO()
+    >>> render_match_csv(MatchResult(ScanSettings(roots=(".",)), (), (), ()), buf)
+    >>> buf.getvalue().split(",")[:5]
+    ['path', 'reference', 'distance', 'transform', 'algorithm']
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(MATCH_COLUMNS)
+    algorithm = result.settings.algorithm
+    for m in result.matches:
+        best = m.best
+        writer.writerow([
+            escape_cell(m.path), escape_cell(best.reference), best.distance, best.transform, algorithm,
+            m.width, m.height, m.size, format_time(m.mtime_ns), m.hash, len(m.hits),
+        ])
+
+
+def render_match_json(result, out: io.TextIOBase) -> None:
+    """One document: settings, counts, every match with all its references, errors."""
+    from . import __version__
+
+    s = result.settings
+    doc = {
+        "dupfinder": __version__,
+        "report_version": REPORT_VERSION,
+        "kind": "match",
+        "settings": {
+            "targets": list(s.roots),
+            "threshold": s.threshold,
+            "algorithm": s.algorithm,
+            "hash_size": s.hash_size,
+            "transforms": s.transforms,
+            "orient": s.orient,
+            "compat": s.compat,
+        },
+        "counts": dict(result.counts),
+        "elapsed_seconds": round(result.elapsed, 3),
+        "matches": [
+            {
+                "path": m.path,
+                "width": m.width,
+                "height": m.height,
+                "bytes": m.size,
+                "modified": format_time(m.mtime_ns),
+                "mtime_ns": m.mtime_ns,
+                "hash": m.hash,
+                "references": [
+                    {"reference": h.reference, "distance": h.distance, "transform": h.transform}
+                    for h in m.hits
+                ],
+            }
+            for m in result.matches
+        ],
+        "errors": [{"path": e.path, "stage": e.stage, "message": e.message} for e in result.errors],
+    }
+    json.dump(doc, out, indent=1, ensure_ascii=True)
+    out.write("\n")
+
+
+MATCH_RENDERERS = {"csv": render_match_csv, "json": render_match_json}
 _RENDERERS = {"csv": render_csv, "json": render_json}
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[io.TextIOBase]:
+def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[io.TextIOBase]:
     """Open a text file that appears at ``path`` only once it is complete.
 
     The text goes to a temporary file in the same folder, is flushed to disk,
     then renamed over ``path``: a crash or a full disk leaves the previous
-    report in place, never half a report.
+    report in place, never half a report. ``binary`` gives a bytes file.
 
     >>> p = tempfile.mktemp()
     >>> with atomic_writer(p) as f:
@@ -225,7 +304,10 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[io.TextIOBase]:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
     try:
-        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        mode = {"mode": "wb"} if binary else {
+            "mode": "w", "encoding": "utf-8", "errors": "surrogateescape", "newline": ""
+        }
+        with open(fd, **mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -1,0 +1,246 @@
+"""What every sub-command of the ``dupfinder`` command shares: options, output, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+from enum import IntEnum
+
+from .fingerprint import ALGORITHMS, COMPAT_MODES
+from .models import Progress
+from .report import FORMATS
+
+__all__ = [
+    "ExitStatus",
+    "ProgressBars",
+    "add_hash_options",
+    "add_cache_options",
+    "add_walk_options",
+    "add_run_options",
+    "add_report_options",
+    "stdout",
+    "print_error",
+    "log_to_file",
+    "open_cache",
+    "expand_output",
+    "plural",
+]
+
+
+class ExitStatus(IntEnum):
+    """Exit codes of ``dupfinder``, for scripts and cron jobs to branch on.
+
+    Like ``diff``: 0 when nothing was found, 1 when something was (groups
+    for ``scan``, copies for ``match``), 2 when the command could not do its
+    job. Unreadable images do not change the code; they are counted and listed.
+
+    >>> int(ExitStatus.DUPLICATES_FOUND)
+    1
+    """
+
+    NO_DUPLICATES = 0
+    DUPLICATES_FOUND = 1
+    ERROR = 2
+    BUSY = 75  # EX_TEMPFAIL: another dupfinder holds the cache; try later
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+class ProgressBars:
+    """Draws the core's Progress records as tqdm bars on stderr (or nothing)."""
+
+    LABELS = {"walk": "finding files", "hash": "hashing", "group": "grouping"}
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if p.stage != self.stage:
+            self.close()
+            from tqdm import tqdm
+
+            self.stage = p.stage
+            self.bar = tqdm(
+                total=p.total,
+                desc=self.LABELS.get(p.stage, p.stage),
+                unit=" files" if p.stage != "group" else "",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        if p.total is not None and self.bar.total != p.total:
+            self.bar.total = p.total
+        self.bar.n = p.done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.stage = None
+
+    @classmethod
+    def for_args(cls, args) -> ProgressBars:
+        """A bar when asked, or by default when stderr is a terminal and not --quiet."""
+        enabled = args.progress == "always" or (
+            args.progress == "auto" and not args.quiet and sys.stderr.isatty()
+        )
+        return cls(enabled)
+
+
+def add_hash_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--algorithm", "-a", choices=ALGORITHMS, default="phash",
+        help="perceptual hash to compare (default: phash; pdq is Facebook's 256-bit PDQ)",
+    )
+    p.add_argument(
+        "--hash-size", type=int, default=8, metavar="N",
+        help="hash grid edge: 8 gives 64-bit hashes, 16 gives 256-bit (default: 8; pdq is always 256-bit)",
+    )
+    p.add_argument(
+        "--compat", choices=COMPAT_MODES, default=None,
+        help="hash files exactly as ImageHash does from Image.open(path): no EXIF "
+        "orientation, no reduced decoding, so hashes mix with stored ImageHash ones",
+    )
+    p.add_argument(
+        "--no-orient", dest="orient", action="store_false",
+        help="ignore the EXIF orientation tag (default: apply it, as viewers do)",
+    )
+
+
+def add_cache_options(p: argparse.ArgumentParser, *, no_cache: bool = False) -> None:
+    p.add_argument(
+        "--cache", metavar="PATH", default=None,
+        help="hash cache file (default: $XDG_CACHE_HOME/dupfinder/cache.sqlite, "
+        "else ~/.cache/dupfinder/cache.sqlite)",
+    )
+    if no_cache:
+        p.add_argument(
+            "--no-cache", action="store_true",
+            help="neither read nor write the hash cache (--new-since and the ignore list need it)",
+        )
+
+
+def add_walk_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--include", action="append", default=[], metavar="GLOB",
+        help="only take image files whose path or name matches GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB",
+        help="skip files and folders whose path or name matches GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--follow-symlinks", action="store_true",
+        help="follow symbolic links (each folder is visited once, so loops end)",
+    )
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", "-j", type=int, default=None, metavar="N",
+        help="worker processes (default: one per CPU; 0: hash in this process)",
+    )
+    p.add_argument(
+        "--log-file", metavar="FILE", default=None,
+        help="also append warnings and errors, with the time, to FILE",
+    )
+    p.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="print nothing on success; fatal errors still go to stderr",
+    )
+    p.add_argument("--verbose", "-v", action="store_true", help="log what is being done")
+    p.add_argument(
+        "--progress", choices=("auto", "always", "never"), default="auto",
+        help="progress bar on stderr: auto shows it only on a terminal (default: auto)",
+    )
+
+
+def add_report_options(p: argparse.ArgumentParser, *, formats=FORMATS) -> None:
+    p.add_argument(
+        "--format", "-f", choices=formats, default="csv",
+        help="report format (default: csv)",
+    )
+    p.add_argument(
+        "--output", "-o", metavar="FILE", default=None,
+        help="write the report to FILE, atomically (default: standard output); strftime "
+        "patterns such as reports/dups-%%Y-%%m-%%d.csv are filled in with the date",
+    )
+    p.add_argument(
+        "--errors", metavar="FILE", default=None,
+        help="write the files that could not be read to FILE as CSV (path,stage,message)",
+    )
+
+
+@contextlib.contextmanager
+def stdout():
+    """Standard output that writes file names' undecodable bytes back as bytes."""
+    if not hasattr(sys.stdout, "buffer"):
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", write_through=True)
+    try:
+        yield out
+        out.flush()
+    finally:
+        out.detach()  # closing the wrapper must not close sys.stdout
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, prefixed with the program's name.
+
+    >>> import contextlib, io
+    >>> buf = io.StringIO()
+    >>> with contextlib.redirect_stderr(buf):
+    ...     print_error("x.jpg: open: not an image")
+    >>> buf.getvalue()
+    'dupfinder: x.jpg: open: not an image\\n'
+    """
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    print(f"dupfinder: {text}", file=sys.stderr)
+
+
+def log_to_file(message: str) -> None:
+    """A line for --log-file only (its handler is set up by ``cli.main``)."""
+    logging.getLogger("dupfinder.run").warning(message)
+
+
+def open_cache(args, *, lock: bool = False):
+    """The cache named by --cache, or the default one."""
+    from .cache import Cache, default_cache_path
+
+    return Cache(args.cache or default_cache_path(), lock=lock)
+
+
+def expand_output(path: str | None) -> str | None:
+    """Fill strftime patterns of an output path with today's date and make its folder.
+
+    >>> expand_output(None), expand_output("plain.csv")
+    (None, 'plain.csv')
+    """
+    if path is None:
+        return None
+    if "%" in path:
+        path = time.strftime(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return path
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 group``, ``2 groups``.
+
+    >>> plural(1, "group"), plural(3, "entry", "entries")
+    ('1 group', '3 entries')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"

@@ -1,0 +1,143 @@
+"""``dupfinder match`` and ``dupfinder index build``: check trees against protected originals."""
+
+from __future__ import annotations
+
+import os
+
+from .cli_common import (
+    ExitStatus,
+    ProgressBars,
+    add_cache_options,
+    add_hash_options,
+    add_report_options,
+    add_run_options,
+    add_walk_options,
+    expand_output,
+    open_cache,
+    plural,
+    print_error,
+)
+from .models import UsageError
+from .report import MATCH_RENDERERS, atomic_writer, render_errors_csv, write_report
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    """Add the ``match`` and ``index`` sub-commands to an argparse sub-parser set."""
+    from .cli import add_threshold_options
+
+    m = sub.add_parser("match", help="find copies of protected reference images in other folders")
+    m.add_argument("targets", nargs="+", metavar="TARGET", help="folders or files to check")
+    m.add_argument(
+        "--reference", "-r", action="append", required=True, metavar="REF",
+        help="the originals: a folder of images, an index file from 'dupfinder index build', "
+        "or a text/CSV list of hex hashes with optional labels (repeatable)",
+    )
+    add_threshold_options(m)
+    add_hash_options(m)
+    add_walk_options(m)
+    add_report_options(m, formats=tuple(MATCH_RENDERERS))
+    add_cache_options(m, no_cache=True)
+    add_run_options(m)
+    m.set_defaults(handler=_run_match)
+
+    i = sub.add_parser("index", help="build a reference index of protected originals")
+    isub = i.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    b = isub.add_parser("build", help="hash a folder of originals into an index file")
+    b.add_argument("paths", nargs="+", metavar="ORIGINALS", help="folders or files of originals")
+    b.add_argument("--output", "-o", required=True, metavar="FILE", help="the index file to write")
+    add_hash_options(b)
+    add_walk_options(b)
+    add_cache_options(b, no_cache=True)
+    add_run_options(b)
+    b.set_defaults(handler=_run_index_build)
+
+
+def _reference_from(path: str, args, cache, bars):
+    from .match import build_reference
+    from .reference import load_reference, read_hash_list
+
+    if os.path.isdir(path):
+        index, errors = build_reference(
+            [path], algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
+            orient=args.orient, include=args.include, exclude=args.exclude,
+            follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
+        )
+        for e in errors:
+            print_error(f"reference {e.path}: {e.stage}: {e.message}")
+        return index
+    if not os.path.exists(path):
+        raise UsageError(f"reference {path}: no such file or folder")
+    with open(path, "rb") as f:
+        is_index = f.read(2) == b"PK"
+    if is_index:
+        return load_reference(path)
+    explicit = args.algorithm != "phash" or args.hash_size != 8
+    algorithm = args.algorithm if explicit else None
+    return read_hash_list(path, algorithm=algorithm)
+
+
+def _run_match(args) -> int:
+    from .match import match
+    from .reference import merge
+
+    bars = ProgressBars.for_args(args)
+    output = expand_output(args.output)
+    errors_file = expand_output(args.errors)
+    cache = None if args.no_cache else open_cache(args, lock=True)
+    try:
+        reference = merge([_reference_from(r, args, cache, bars) for r in args.reference])
+        bars.close()
+        if not len(reference):
+            raise UsageError("the reference set is empty: nothing to match against")
+        result = match(
+            args.targets, reference, threshold=args.threshold, transforms=args.transforms,
+            orient=args.orient, compat=args.compat, include=args.include, exclude=args.exclude,
+            follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
+        )
+    finally:
+        bars.close()
+        if cache is not None:
+            cache.close()
+    write_report(result, format=args.format, output=output, renderer=MATCH_RENDERERS[args.format])
+    if errors_file:
+        with atomic_writer(errors_file) as f:
+            render_errors_csv(result, f)
+    if not args.quiet:
+        if args.format == "csv" and not errors_file:
+            for e in result.errors:
+                print_error(f"{e.path}: {e.stage}: {e.message}")
+        c = result.counts
+        print_error(
+            f"{plural(c['targets'], 'target')} checked against {plural(c['references'], 'reference')} "
+            f"({reference.algorithm}, threshold {result.settings.threshold}): "
+            f"{plural(c['matches'], 'copy', 'copies')} found, {c['errors']} unreadable "
+            f"in {result.elapsed:.1f}s"
+        )
+    return ExitStatus.DUPLICATES_FOUND if result.has_matches else ExitStatus.NO_DUPLICATES
+
+
+def _run_index_build(args) -> int:
+    from .match import build_reference
+    from .reference import save_reference
+
+    bars = ProgressBars.for_args(args)
+    cache = None if args.no_cache else open_cache(args, lock=True)
+    try:
+        index, errors = build_reference(
+            args.paths, algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
+            orient=args.orient, include=args.include, exclude=args.exclude,
+            follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
+        )
+    finally:
+        bars.close()
+        if cache is not None:
+            cache.close()
+    save_reference(index, expand_output(args.output))
+    for e in errors:
+        print_error(f"{e.path}: {e.stage}: {e.message}")
+    if not args.quiet:
+        print_error(f"indexed {plural(len(index), 'reference')} into {args.output}, {len(errors)} unreadable")
+    return ExitStatus.NO_DUPLICATES if len(index) else ExitStatus.ERROR

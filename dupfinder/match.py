@@ -1,0 +1,287 @@
+"""Infringement checks: which target images are copies of protected references.
+
+``match`` streams the targets: it walks, decodes, hashes and matches them in
+chunks against a :class:`~dupfinder.reference.ReferenceIndex`, so memory is
+bounded by the reference set and the matches found, not by the number of
+targets. Only target-against-reference pairs are computed; references are
+never compared with each other, nor targets with targets.
+
+Each target carries its hash under the 8 flips and quarter turns; if variant
+``t`` of a target is within the threshold of a reference, the target is the
+reference turned by the inverse of ``t``, and the report names that.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import hashes
+from .cluster import INVERSE, is_low_information
+from .executor import Executor, make_executor
+from .fingerprint import ALGORITHMS, TRANSFORMS, HashSpec
+from .hashing import Hasher
+from .index import find_matches
+from .models import FileEntry, HashedFile, Progress, ScanError, ScanSettings, UsageError
+from .reference import ReferenceIndex, from_files
+from .scan import default_threshold, validate_settings, walk_entries
+from .walk import walk
+
+__all__ = ["RefHit", "Match", "MatchResult", "build_reference", "match"]
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _noop(_: Progress) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RefHit:
+    """One reference a target matched: its label, distance and the transform."""
+
+    reference: str
+    index: int
+    distance: int
+    transform: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A target file and every reference within the threshold, closest first."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    hash: str
+    hits: tuple[RefHit, ...]
+
+    @property
+    def best(self) -> RefHit:
+        return self.hits[0]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """What ``match`` found: the matching targets (by path), errors and counts."""
+
+    settings: ScanSettings
+    references: tuple[str, ...]
+    matches: tuple[Match, ...]
+    errors: tuple[ScanError, ...]
+    elapsed: float = 0.0
+    counts: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def has_matches(self) -> bool:
+        return bool(self.matches)
+
+
+def build_reference(
+    paths: Iterable[str | os.PathLike],
+    *,
+    algorithm: str = "phash",
+    hash_size: int = 8,
+    compat: str | None = None,
+    orient: bool = True,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    follow_symlinks: bool = False,
+    cache=None,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[ReferenceIndex, tuple[ScanError, ...]]:
+    """Hash a folder of originals into a reference index (and the files that failed).
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.effect_mandelbrot((256, 256), (-2, -1.5, 1, 1.5), 100).save(d / "orig.png")
+    >>> ref, errors = build_reference([d], workers=0)
+    >>> [pathlib.Path(label).name for label in ref.labels], errors
+    (['orig.png'], ())
+    """
+    settings = ScanSettings(
+        roots=tuple(os.fspath(p) for p in paths), algorithm=algorithm, hash_size=hash_size,
+        compat=compat, orient=orient, include=tuple(include), exclude=tuple(exclude),
+        follow_symlinks=follow_symlinks,
+    )
+    validate_settings(settings)
+    spec = HashSpec(algorithm=algorithm, hash_size=hash_size, compat=compat, orient=orient)
+    entries, errors = walk_entries(settings, progress or _noop)
+    own = executor is None
+    executor = executor or make_executor(workers, jobs=len(entries))
+    files: list[HashedFile] = []
+    try:
+        hasher = Hasher(spec, cache=cache, executor=executor, workers=getattr(executor, "workers", 1),
+                        progress=progress or _noop, roots=settings.roots)
+        for item in hasher.run(entries):
+            (errors if isinstance(item, ScanError) else files).append(item)
+    finally:
+        if own:
+            executor.close()
+    index = from_files(files, algorithm=algorithm, hash_size=hash_size, decode_mode=spec.decode_mode)
+    return index, tuple(sorted(errors, key=lambda e: e.path))
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _overlapping(roots: Sequence[str]) -> bool:
+    absolute = [os.path.join(os.path.abspath(r), "") for r in roots]
+    return any(a != b and a.startswith(b) for a in absolute for b in absolute) or len(set(absolute)) < len(absolute)
+
+
+def _hits_for_chunk(
+    files: list[HashedFile], reference: ReferenceIndex, threshold: int, transforms: bool, by_digest: dict
+) -> list[Match]:
+    words = reference.hashes.shape[1]
+    n_variants = len(TRANSFORMS) if transforms else 1
+    found: dict[int, dict[int, tuple[int, int]]] = {}  # target -> ref -> (distance, variant)
+    eligible = [i for i, f in enumerate(files) if not is_low_information(f) and f.variants]
+    if eligible and len(reference):
+        q = np.empty((len(eligible), n_variants, words), dtype=np.uint64)
+        for row, i in enumerate(eligible):
+            q[row] = hashes.from_hex(files[i].variants[: n_variants * words * 16]).reshape(n_variants, words)
+        flat = q.reshape(-1, words)
+        db = reference.hashes
+        pairs = find_matches(flat[:, 0] if words == 1 else flat, db[:, 0] if words == 1 else db, threshold)
+        for qi, ri, d in zip(pairs.left.tolist(), pairs.right.tolist(), pairs.distance.tolist()):
+            target = eligible[qi // n_variants]
+            variant = qi % n_variants
+            best = found.setdefault(target, {}).get(ri)
+            # Prefer "as is" (variant 0) on ties: a transform is named only when closer.
+            if best is None or (d, variant) < best:
+                found[target][ri] = (d, variant)
+    for i, f in enumerate(files):
+        for ri in by_digest.get(f.digest, ()) if f.digest else ():
+            found.setdefault(i, {})[ri] = (-1, 0)  # byte-identical: first of all
+    out = []
+    for i, refs in sorted(found.items()):
+        f = files[i]
+        hits = []
+        for ri, (d, variant) in refs.items():
+            if d < 0:
+                hits.append(RefHit(reference.labels[ri], ri, 0, "identical"))
+            else:
+                name = TRANSFORMS[variant]
+                hits.append(RefHit(reference.labels[ri], ri, d, "" if variant == 0 else INVERSE[name]))
+        hits.sort(key=lambda h: (h.distance, h.transform != "identical", h.reference))
+        out.append(Match(f.path, f.size, f.mtime_ns, f.width, f.height, f.hash, tuple(hits)))
+    return out
+
+
+def match(
+    targets: Iterable[str | os.PathLike],
+    reference: ReferenceIndex,
+    *,
+    threshold: int | None = None,
+    transforms: bool = True,
+    orient: bool = True,
+    compat: str | None = None,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    follow_symlinks: bool = False,
+    cache=None,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    progress: ProgressCallback | None = None,
+    chunk: int = 4096,
+) -> MatchResult:
+    """Find the target images that are copies of references, streaming the targets.
+
+    Targets are hashed with the reference's algorithm and hash size.
+    ``threshold`` defaults as for ``scan`` (5 for 64-bit pHash, 31 for PDQ).
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> refs, found = pathlib.Path(tempfile.mkdtemp()), pathlib.Path(tempfile.mkdtemp())
+    >>> art = Image.effect_mandelbrot((256, 256), (-2, -1.5, 1, 1.5), 100)
+    >>> art.save(refs / "art.png")
+    >>> art.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((128, 128)).save(found / "copy.png")
+    >>> index, _ = build_reference([refs], workers=0)
+    >>> result = match([found], index, workers=0)
+    >>> [(pathlib.Path(m.path).name, m.best.transform) for m in result.matches]
+    [('copy.png', 'mirror')]
+    """
+    started = time.monotonic()
+    progress = progress or _noop
+    algorithm, hash_size = reference.algorithm, reference.hash_size
+    if algorithm not in ALGORITHMS:
+        msg = f"the reference uses {algorithm!r}, which this dupfinder cannot compute"
+        raise UsageError(msg)
+    if threshold is None:
+        threshold = default_threshold(algorithm, hash_size)
+    settings = ScanSettings(
+        roots=tuple(os.fspath(p) for p in targets), threshold=threshold, algorithm=algorithm,
+        hash_size=hash_size, compat=compat, orient=orient, include=tuple(include),
+        exclude=tuple(exclude), follow_symlinks=follow_symlinks, transforms=transforms,
+    )
+    validate_settings(settings)
+    spec = HashSpec(algorithm=algorithm, hash_size=hash_size, compat=compat, orient=orient)
+    by_digest: dict[str, list[int]] = {}
+    for i, d in enumerate(reference.digests):
+        if d:
+            by_digest.setdefault(d, []).append(i)
+
+    own = executor is None
+    executor = executor or make_executor(workers if workers is not None else None, jobs=chunk)
+    matches: list[Match] = []
+    errors: list[ScanError] = []
+    counts = {"targets": 0, "hashed": 0, "decoded": 0, "cached": 0, "low_information": 0}
+    seen: set[str] | None = set() if _overlapping(settings.roots) else None
+    base = 0
+
+    def entries() -> Iterator[FileEntry]:
+        for item in walk(settings.roots, include=settings.include, exclude=settings.exclude,
+                         follow_symlinks=settings.follow_symlinks):
+            if isinstance(item, ScanError):
+                errors.append(item)
+                continue
+            if seen is not None:
+                key = os.path.normpath(item.path)
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield item
+
+    try:
+        for batch in _chunks(entries(), chunk):
+            def report(p: Progress, _base=base) -> None:
+                progress(Progress("hash", _base + p.done, None))
+
+            hasher = Hasher(spec, cache=cache, executor=executor,
+                            workers=getattr(executor, "workers", 1), progress=report)
+            files = []
+            for item in hasher.run(batch):
+                (errors if isinstance(item, ScanError) else files).append(item)
+            counts["targets"] += len(batch)
+            counts["hashed"] += len(files)
+            counts["decoded"] += hasher.decoded
+            counts["cached"] += hasher.cached
+            counts["low_information"] += sum(1 for f in files if is_low_information(f))
+            matches.extend(_hits_for_chunk(files, reference, threshold, transforms, by_digest))
+            base += len(batch)
+    finally:
+        if own:
+            executor.close()
+    matches.sort(key=lambda m: m.path)
+    errors.sort(key=lambda e: (e.path, e.stage))
+    counts.update(references=len(reference), matches=len(matches), errors=len(errors))
+    return MatchResult(settings, reference.labels, tuple(matches), tuple(errors),
+                       time.monotonic() - started, counts)
