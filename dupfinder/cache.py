@@ -47,10 +47,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
 # entries stop matching instead of mixing with new ones.
-HASH_VERSION = 2
+HASH_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS results (
     error_message TEXT,
     variants TEXT,
     quality INTEGER,
+    extras TEXT,
     PRIMARY KEY (digest, spec)
 );
 CREATE TABLE IF NOT EXISTS scans (
@@ -110,6 +111,7 @@ class CachedResult:
     error_message: str | None = None
     variants: str | None = None
     quality: int | None = None
+    extras: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ def spec_key(algorithm: str, hash_size: int, decode: str) -> str:
     """The part of a result's key that names how it was computed.
 
     >>> spec_key("phash", 8, "orient")
-    'phash:8:orient:v2'
+    'phash:8:orient:v3'
     """
     return f"{algorithm}:{hash_size}:{decode}:v{HASH_VERSION}"
 
@@ -158,10 +160,10 @@ class Cache:
 
     >>> with Cache(":memory:") as c:
     ...     c.put_file("a.jpg", size=3, mtime_ns=7, digest=b"d")
-    ...     c.put_result(b"d", "phash:8:orient:v2", CachedResult("ff", 1, 1))
+    ...     c.put_result(b"d", "phash:8:orient:v3", CachedResult("ff", 1, 1))
     ...     c.commit()
-    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v2")
-    CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None, variants=None, quality=None)
+    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v3")
+    CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None, variants=None, quality=None, extras=None)
     """
 
     def __init__(self, path: str | os.PathLike = ":memory:", *, lock: bool = False, timeout: float = 30.0):
@@ -288,7 +290,7 @@ class Cache:
     def lookup(self, path: str, *, size: int, mtime_ns: int, spec: str) -> CachedResult | None:
         """The stored result for a file, if path, size and mtime all still match."""
         row = self.db.execute(
-            "SELECT r.hash, r.width, r.height, r.error_stage, r.error_message, r.variants, r.quality FROM files f "
+            "SELECT r.hash, r.width, r.height, r.error_stage, r.error_message, r.variants, r.quality, r.extras FROM files f "
             "JOIN results r ON r.digest = f.digest AND r.spec = ? "
             "WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ?",
             (spec, _b(path), size, mtime_ns),
@@ -306,7 +308,7 @@ class Cache:
     def lookup_digest(self, digest: bytes, *, spec: str) -> CachedResult | None:
         """The stored result for some content, whatever its path."""
         row = self.db.execute(
-            "SELECT hash, width, height, error_stage, error_message, variants, quality FROM results "
+            "SELECT hash, width, height, error_stage, error_message, variants, quality, extras FROM results "
             "WHERE digest = ? AND spec = ?",
             (digest, spec),
         ).fetchone()
@@ -357,11 +359,11 @@ class Cache:
         self._begin()
         self.db.execute(
             "INSERT OR REPLACE INTO results "
-            "(digest, spec, hash, width, height, error_stage, error_message, variants, quality) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(digest, spec, hash, width, height, error_stage, error_message, variants, quality, extras) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 digest, spec, result.hash, result.width, result.height,
-                result.error_stage, result.error_message, result.variants, result.quality,
+                result.error_stage, result.error_message, result.variants, result.quality, result.extras,
             ),
         )
 

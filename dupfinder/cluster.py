@@ -146,12 +146,15 @@ def build_groups(
     ignored: set[tuple[bytes, bytes]] | frozenset = frozenset(),
     variants: np.ndarray | None = None,
     transform_names: Sequence[str] = tuple(INVERSE),
+    extras: np.ndarray | None = None,
 ) -> tuple[DuplicateGroup, ...]:
     """Group files whose hashes are within ``threshold`` bits, in a stable order.
 
     ``words`` holds one hash per file (uint64, one row of words per hash);
     ``variants``, if given, holds each file's hashes under the 8 flips and
-    turns, shape (n, 8, words), the first being ``words``. Each group lists
+    turns, shape (n, 8, words), the first being ``words``; ``extras`` the
+    crop, turn and region hashes of :mod:`dupfinder.robust`, shape (n, N_EXTRAS,
+    words), which also pair crops, small turns and local edits. Each group lists
     its kept file first, then the others by distance to it and by path;
     groups are ordered by their kept file's path. ``ignored`` holds pairs of
     content digests (smaller first) a person said are not duplicates: they
@@ -195,6 +198,15 @@ def build_groups(
     # off its signature's node; byte-identical files are tied to each other.
     left.append(inverse.astype(np.int64))
     right.append(m + eligible_idx.astype(np.int64))
+    if extras is not None:
+        from .robust import extra_pairs
+
+        extras = np.asarray(extras, dtype=np.uint64).reshape(n, -1, w)
+        ea, eb = extra_pairs(
+            extras[eligible_idx], rows[eligible_idx], variants[eligible_idx], threshold, method=method
+        )
+        left.append(m + eligible_idx[ea])
+        right.append(m + eligible_idx[eb])
     same_a, same_b = _same_content(files)
     left.append(m + same_a)
     right.append(m + same_b)
@@ -204,7 +216,7 @@ def build_groups(
         if len(members_idx) < 2:
             continue
         for part in _without_ignored(members_idx, files, variants, threshold, ignored):
-            groups.append(_make_group(files, part, variants, key, transform_names))
+            groups.append(_make_group(files, part, variants, key, transform_names, extras, threshold))
     groups.sort(key=lambda g: g.keep.path)
     return tuple(DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1))
 
@@ -274,7 +286,7 @@ def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) ->
     return tuple(out)
 
 
-def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names) -> DuplicateGroup:
+def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras=None, threshold=0) -> DuplicateGroup:
     chosen = [files[i] for i in idx]
     keep_at = min(range(len(chosen)), key=lambda i: key(chosen[i]))
     keep_file = chosen[keep_at]
@@ -289,6 +301,13 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names) -> Dup
         else:
             transform = "" if t == 0 else INVERSE.get(names[t], names[t])
             distance = int(per_transform[i, t])
+            if distance > threshold and extras is not None:
+                from .robust import relation
+
+                a, b = idx[i], idx[keep_at]
+                found = relation(extras[a], variants[a, 0], extras[b], variants[b, 0], threshold)
+                if found is not None:
+                    distance, transform = found
         members.append(
             Member(
                 path=f.path,

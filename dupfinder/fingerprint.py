@@ -8,11 +8,13 @@ and called directly by ``dupfinder hash``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from . import hashes
 from .imaging import load_image
@@ -20,6 +22,7 @@ from .models import ScanError
 
 __all__ = [
     "ALGORITHMS",
+    "extra_hashes",
     "TRANSFORMS",
     "HashSpec",
     "Fingerprint",
@@ -87,7 +90,9 @@ class Fingerprint:
 
     ``variants`` is the hex of the hashes of the image under each of
     :data:`TRANSFORMS`, concatenated (the first is ``hash``). ``quality`` is
-    PDQ's 0-100 detail score: blank and flat images score near 0.
+    PDQ's 0-100 detail score: blank and flat images score near 0. ``extras``
+    holds the hex of the pHash of crops, small turns and regions (see
+    :func:`extra_hashes`), for pHash only.
     """
 
     path: str
@@ -96,6 +101,7 @@ class Fingerprint:
     height: int
     variants: str = ""
     quality: int = 100
+    extras: str = ""
 
 
 def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) -> Fingerprint | ScanError:
@@ -124,7 +130,83 @@ def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) ->
     except (ValueError, MemoryError) as exc:
         return ScanError(path, "hash", str(exc) or type(exc).__name__)
     text = "".join(hashes.to_hex(v) for v in variants)
-    return Fingerprint(path, text[: len(text) // 8], decoded.width, decoded.height, text, quality)
+    extras = ""
+    if spec.algorithm == "phash" and not compat:
+        extras = "".join(hashes.to_hex(v) for v in extra_hashes(decoded.image, hash_size=spec.hash_size))
+    return Fingerprint(path, text[: len(text) // 8], decoded.width, decoded.height, text, quality, extras)
+
+
+# Extra pHashes that make crops, small turns and local edits findable with the
+# same threshold. Measured with bench/accuracy.py on ../shared/photos (142
+# real photos, 2130 files, seed 1) at the default threshold: recall of 20%
+# crops 0.44 -> 1.00, 4-degree turns 0.38 -> 1.00, watermarks 0.27 -> 0.97,
+# pairwise F1 0.875 -> 0.999, with no false pair (precision 1.000).
+CROP_SCALES = (0.95, 0.9, 0.85, 0.8, 0.75)  # centred crops, each side kept
+SMALL_TURNS = (-4.0, -2.0, 2.0, 4.0)  # degrees, then cropped to drop the corners
+# Halves (top, bottom, left, right), the centre, the four quarters, and
+# thirds across and down: a watermark or a caption spoils a few of them, the
+# others still match. (Adding two-thirds bands changed nothing measurable.)
+REGIONS = (
+    (0.0, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0), (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0),
+    (0.25, 0.25, 0.75, 0.75),
+    (0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 0.5, 1.0, 1.0),
+    (0.0, 0.0, 1.0, 1 / 3), (0.0, 1 / 3, 1.0, 2 / 3), (0.0, 2 / 3, 1.0, 1.0),
+    (0.0, 0.0, 1 / 3, 1.0), (1 / 3, 0.0, 2 / 3, 1.0), (2 / 3, 0.0, 1.0, 1.0),
+)
+N_CROPS = len(CROP_SCALES) * len(TRANSFORMS)
+N_TURNS = len(SMALL_TURNS)
+N_EXTRAS = N_CROPS + N_TURNS + len(REGIONS)
+
+
+def _inner_scale(width: int, height: int, degrees: float) -> float:
+    # The largest centred rectangle of the same shape inside the turned frame.
+    a = math.radians(abs(degrees))
+    return 1.0 / (math.cos(a) + max(width / height, height / width) * math.sin(a))
+
+
+def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
+    """pHashes of centred crops (in 8 orientations each), small turns and regions.
+
+    Rows: ``len(CROP_SCALES) * 8`` crops (scale-major, orientations as in
+    :data:`TRANSFORMS`), then one per angle of ``SMALL_TURNS``, then one per
+    box of ``REGIONS``. Each is pHash's recipe (a 4x-oversized LANCZOS
+    thumbnail, 2-D DCT, low frequencies against their median), done for all
+    thumbnails at once: 1 ms where one call per region took 4.
+
+    >>> from PIL import Image
+    >>> extra_hashes(Image.effect_mandelbrot((160, 120), (-2, -1.5, 1, 1.5), 100)).shape
+    (59, 1)
+    """
+    import scipy.fftpack
+
+    grey = image if image.mode == "L" else image.convert("L")
+    w, h = grey.size
+    side = hash_size * 4
+    size = (side, side)
+
+    def thumb(img, left, top, right, bottom):
+        box = (left * w, top * h, right * w, bottom * h)
+        return np.asarray(img.resize(size, Image.Resampling.LANCZOS, box=box), dtype=np.float64)
+
+    thumbs = [thumb(grey, (1 - s) / 2, (1 - s) / 2, (1 + s) / 2, (1 + s) / 2) for s in CROP_SCALES]
+    for degrees in SMALL_TURNS:
+        s = _inner_scale(w, h, degrees)
+        turned = grey.rotate(degrees, resample=Image.Resampling.BILINEAR)
+        thumbs.append(thumb(turned, (1 - s) / 2, (1 - s) / 2, (1 + s) / 2, (1 + s) / 2))
+    thumbs.extend(thumb(grey, *box) for box in REGIONS)
+    stack = np.stack(thumbs)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(stack, axis=1), axis=2)[:, :hash_size, :hash_size]
+    crops, rest = dct[: len(CROP_SCALES)], dct[len(CROP_SCALES) :]
+    # The 8 orientations of a crop are sign flips and transposes of its DCT,
+    # in the order of TRANSFORMS (see hashes.phash_dihedral).
+    sign = (-1.0) ** np.arange(hash_size)
+    mirror, flip = crops * sign, crops * sign[:, None]
+    upright = (crops, mirror, flip, mirror * sign[:, None])
+    oriented = np.stack(upright + tuple(b.transpose(0, 2, 1) for b in upright), axis=1)
+    blocks = np.concatenate([oriented.reshape(-1, hash_size, hash_size), rest])
+    flat = blocks.reshape(len(blocks), -1)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
 
 
 def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:

@@ -170,11 +170,12 @@ class Hasher:
         else:
             record = CachedResult(
                 outcome.hash, outcome.width, outcome.height,
-                variants=outcome.variants, quality=outcome.quality,
+                variants=outcome.variants, quality=outcome.quality, extras=outcome.extras,
             )
             out = HashedFile(
                 entry.path, entry.size, entry.mtime_ns, outcome.width, outcome.height,
                 outcome.hash, digest.hex() if digest else "", outcome.variants, outcome.quality,
+                outcome.extras,
             )
         vanished = isinstance(outcome, ScanError) and "vanished" in outcome.message
         # Unreadable bytes have nothing to key on: they are retried next time.
@@ -202,6 +203,7 @@ class Hasher:
         return HashedFile(
             entry.path, entry.size, entry.mtime_ns, hit.width, hit.height, hit.hash,
             digest.hex() if digest else "", hit.variants or "", 100 if hit.quality is None else hit.quality,
+            hit.extras or "",
         )
 
     def _split_cached(self, entries, by_path):

@@ -93,6 +93,7 @@ class HashedFile:
     digest: str = ""
     variants: str = ""
     quality: int = 100
+    extras: str = ""
 
     @property
     def pixels(self) -> int:

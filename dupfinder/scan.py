@@ -16,7 +16,7 @@ import numpy as np
 from . import hashes
 from .cluster import build_groups, is_low_information, keep_rule, only_new
 from .executor import Executor, make_executor
-from .fingerprint import ALGORITHMS, COMPAT_MODES, TRANSFORMS, HashSpec
+from .fingerprint import ALGORITHMS, COMPAT_MODES, N_EXTRAS, TRANSFORMS, HashSpec
 from .hashing import Hasher
 from .models import (
     FileEntry,
@@ -198,11 +198,11 @@ def scan(
     files.sort(key=lambda f: f.path)
     errors.sort(key=lambda e: (e.path, e.stage))
     progress(Progress("group", 0, 1))
-    words, variants = _words(files, spec, transforms=transforms)
+    words, variants, extras = _words(files, spec, transforms=transforms)
     ignored = cache.ignored_pairs() if cache is not None else set()
     groups = build_groups(
         files, words, threshold, method=index, key=key_for, ignored=ignored,
-        variants=variants, transform_names=TRANSFORMS,
+        variants=variants, transform_names=TRANSFORMS, extras=extras,
     )
     if new_since is not None:
         added = cache.added_at(os.path.abspath(f.path) for f in files)
@@ -241,17 +241,23 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool):
+    """The hashes as arrays: identity (n, w), variants (n, 8, w), extras (n, 53, w)."""
     n_words = spec.bits // 64
     words = np.empty((len(files), n_words), dtype=np.uint64)
     for i, f in enumerate(files):
         words[i] = hashes.from_hex(f.hash)
     if not transforms or not files or any(not f.variants for f in files):
-        return words, None
+        return words, None, None
     variants = np.empty((len(files), len(TRANSFORMS), n_words), dtype=np.uint64)
     for i, f in enumerate(files):
         variants[i] = hashes.from_hex(f.variants).reshape(len(TRANSFORMS), n_words)
-    return words, variants
+    if any(not f.extras for f in files):
+        return words, variants, None
+    extras = np.empty((len(files), N_EXTRAS, n_words), dtype=np.uint64)
+    for i, f in enumerate(files):
+        extras[i] = hashes.from_hex(f.extras).reshape(N_EXTRAS, n_words)
+    return words, variants, extras
 
 
 def default_threshold(algorithm: str, hash_size: int) -> int:

@@ -1,0 +1,127 @@
+"""Pairs that whole-image hashes miss: crops, small turns and local edits.
+
+Each pHash'd file carries extra hashes (see
+:func:`dupfinder.fingerprint.extra_hashes`): its centred crops in 8
+orientations, its small turns, and 15 regions (halves, centre, quarters,
+thirds).
+Two files pair when
+
+* a crop or a small turn of one is within the threshold of the other's
+  whole-image hash (``crop``, ``crop+mirror``..., ``rotate``), or
+* at least two of their regions, in the same place, are within the
+  threshold (plus 2 bits) and their whole images are within ``REGION_GUARD`` times it
+  (``edited``: a watermark, a caption, a sticker spoils the other regions).
+
+Measured on the accuracy bench (142 real photos, 2130 files, seed 1, every
+pair of files from different photos): no crop or turn hash of one photo came
+within 8 bits of another photo's hash, and no two different photos had even
+one region within 6 bits of each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fingerprint import CROP_SCALES, N_CROPS, N_TURNS, TRANSFORMS
+from .index import find_matches, find_pairs, hamming_distance
+
+__all__ = ["REGION_VOTES", "REGION_GUARD", "extra_pairs", "relation"]
+
+# Regions that must agree, the slack they get over the threshold (a region
+# has fewer pixels behind each bit, so its hash wobbles more), and how far
+# apart (in multiples of the threshold) the whole images may be, for an
+# "edited" pair.
+REGION_VOTES = 2
+REGION_SLACK = 2
+REGION_GUARD = 4
+
+_INVERSE = {"rot90": "rot270", "rot270": "rot90"}
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return a[:, 0] if a.shape[1] == 1 else a
+
+
+def extra_pairs(
+    extras: np.ndarray, identity: np.ndarray, variants: np.ndarray, threshold: int, *, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """File pairs (left < right) found through crops, turns or regions.
+
+    ``extras`` is (n, N_EXTRAS, words), ``identity`` (n, words) and ``variants``
+    (n, 8, words), for the same n files.
+    """
+    n, _, w = extras.shape
+    if n < 2:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    k = N_CROPS + N_TURNS
+    queries = extras[:, :k, :].reshape(n * k, w)
+    p = find_matches(_flat(queries), _flat(identity), threshold, method=method)
+    a = np.asarray(p.left, np.int64) // k
+    b = np.asarray(p.right, np.int64)
+    keep = a != b
+    pairs = [np.stack([np.minimum(a, b), np.maximum(a, b)])[:, keep]]
+
+    regions = extras[:, k:, :]
+    found = []
+    for r in range(regions.shape[1]):
+        q = find_pairs(_flat(regions[:, r, :]), threshold + REGION_SLACK, method=method)
+        found.append(np.asarray(q.left, np.int64) * n + np.asarray(q.right, np.int64))
+    if found:
+        keys, counts = np.unique(np.concatenate(found), return_counts=True)
+        keys = keys[counts >= REGION_VOTES]
+        ra, rb = keys // n, keys % n
+        if len(keys):
+            whole = _whole_distance(variants, ra, rb)
+            ok = whole <= REGION_GUARD * max(threshold, 1)
+            pairs.append(np.stack([ra[ok], rb[ok]]))
+    both = np.concatenate(pairs, axis=1)
+    if both.shape[1] == 0:
+        return both[0], both[1]
+    both = np.unique(both, axis=1)
+    return both[0], both[1]
+
+
+def _whole_distance(variants: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest whole-image distance over orientations, pair by pair."""
+    n_var, w = variants.shape[1], variants.shape[2]
+    va = variants[a].reshape(len(a) * n_var, w)
+    vb = np.repeat(variants[b, 0], n_var, axis=0)
+    return hamming_distance(va, vb).reshape(len(a), n_var).min(axis=1)
+
+
+def relation(
+    extras_a: np.ndarray, ident_a: np.ndarray, extras_b: np.ndarray, ident_b: np.ndarray, threshold: int
+) -> tuple[int, str] | None:
+    """How file a relates to file b through its extra hashes, if it does: (distance, name).
+
+    The name says what a is relative to b: ``crop`` (one is a centred crop of
+    the other), with ``+mirror`` etc. when also flipped, ``rotate`` for a
+    small turn, ``edited`` for a local change (regions agree).
+    """
+    k_crop = N_CROPS
+    k = N_CROPS + N_TURNS
+    best: tuple[int, str] | None = None
+    for extras, ident, reverse in ((extras_a, ident_b, False), (extras_b, ident_a, True)):
+        d = hamming_distance(extras[:k], ident[None, :])
+        i = int(np.argmin(d))
+        if d[i] <= threshold and (best is None or d[i] < best[0]):
+            if i < k_crop:
+                # Row i hashes T(crop(x)). Forward, b ~ T(crop(a)): a is b
+                # turned back by T's inverse. Reverse, a ~ T(crop(b)).
+                t = TRANSFORMS[i % len(TRANSFORMS)]
+                t = t if reverse else _INVERSE.get(t, t)
+                name = "crop" if t == "identity" else f"crop+{t}"
+            else:
+                name = "rotate"
+            best = (int(d[i]), name)
+    if best is not None:
+        return best
+    votes = hamming_distance(extras_a[k:], extras_b[k:])
+    close = votes <= threshold + REGION_SLACK
+    if int(close.sum()) >= REGION_VOTES:
+        return int(votes[close].max()), "edited"
+    return None
+
+
+assert len(CROP_SCALES) * len(TRANSFORMS) == N_CROPS
