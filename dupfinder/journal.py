@@ -24,24 +24,26 @@ only then delete across file systems. Undo moves it back.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
->>> with open(f"{d}/a.jpg", "wb") as f:
-...     _ = f.write(b"photo")
->>> move_file(f"{d}/a.jpg", f"{d}/b.jpg")
->>> os.path.exists(f"{d}/a.jpg"), open(f"{d}/b.jpg", "rb").read()
-(False, b'photo')
+>>> _ = open(f"{d}/b.jpg", "wb").write(b"photo")
+>>> step = {"op": "delete", "path": f"{d}/b.jpg", "aside": f"{d}/backup/1/b.jpg",
+...         "made_dirs": [f"{d}/backup", f"{d}/backup/1"], "size": 5,
+...         "sha256": fileops.sha256_file(f"{d}/b.jpg")}
+>>> do_step(step)
+>>> os.listdir(d), os.listdir(f"{d}/backup/1")
+(['backup'], ['b.jpg'])
+>>> undo_step(step), os.listdir(d), open(f"{d}/b.jpg", "rb").read()
+(None, ['b.jpg'], b'photo')
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+
+from . import fileops
 
 __all__ = [
     "JOURNAL_VERSION",
@@ -55,28 +57,9 @@ __all__ = [
     "purge",
     "do_step",
     "undo_step",
-    "move_file",
-    "sha256_file",
-    "fsync_dir",
-    "missing_dirs",
 ]
 
 JOURNAL_VERSION = 1
-
-# Errors of os.link that mean "this file system has no hard links", after
-# which a plain rename does the same job.
-_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
-
-
-def _checkpoint() -> None:
-    """A point between two file operations where a crash is possible.
-
-    Tests replace it (or set DUPFINDER_TEST_SLOW_STEPS=seconds and SIGKILL
-    the process) to stop an apply at every point a power cut could.
-    """
-    delay = os.environ.get("DUPFINDER_TEST_SLOW_STEPS")
-    if delay:
-        time.sleep(float(delay))
 
 
 class JournalError(OSError):
@@ -126,131 +109,6 @@ class PurgeResult:
     dry_run: bool = False
 
 
-def sha256_file(path: str) -> str:
-    """The SHA-256 of a file's bytes, in hex.
-
-    >>> import tempfile
-    >>> p = tempfile.mktemp()
-    >>> _ = open(p, "wb").write(b"")
-    >>> sha256_file(p)[:16]
-    'e3b0c44298fc1c14'
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fsync_dir(path: str) -> None:
-    """Flush a folder's entries to disk, so a rename in it survives a power cut."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # a folder we may not open (or Windows): nothing more to do
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the rename still stands
-    finally:
-        os.close(fd)
-
-
-def missing_dirs(folder: str) -> list[str]:
-    """The folders that ``os.makedirs(folder)`` would create, outermost first.
-
-    >>> missing_dirs("/")
-    []
-    """
-    out = []
-    folder = os.path.abspath(folder)
-    while not os.path.isdir(folder):
-        out.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return out[::-1]
-
-
-def _same_inode(a: str, b: str) -> bool:
-    try:
-        sa, sb = os.lstat(a), os.lstat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _copy_verified(src: str, tmp: str, expected: str | None) -> None:
-    # O_EXCL: a leftover from a killed run is removed by undo, never reused.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    h = hashlib.sha256()
-    with open(src, "rb") as fin, open(fd, "wb") as fout:
-        while chunk := fin.read(1 << 20):
-            h.update(chunk)
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
-    shutil.copystat(src, tmp)
-    if expected is not None and h.hexdigest() != expected:
-        os.unlink(tmp)
-        msg = f"{src}: content is not the one recorded (sha256 {h.hexdigest()})"
-        raise OSError(errno.EIO, msg)
-    if sha256_file(tmp) != h.hexdigest():  # read back what the disk holds
-        os.unlink(tmp)
-        raise OSError(errno.EIO, f"{tmp}: the copy does not read back the same")
-
-
-def _link_noreplace(src: str, dst: str) -> None:
-    """Give ``src`` the name ``dst`` too; fails if ``dst`` exists (atomic)."""
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        # No hard links here (FAT, some network shares): check, then rename.
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "refusing to overwrite", dst) from None
-        os.rename(src, dst)
-
-
-def move_file(src: str, dst: str, *, tmp: str | None = None, expected: str | None = None) -> None:
-    """Move a file to ``dst`` and never overwrite; across file systems by verified copy.
-
-    On one file system the file gets its new name by ``link`` then loses the
-    old one, so ``dst`` is never clobbered and a crash leaves one of the two
-    names, or both on the same bytes. Across file systems it is copied to
-    ``tmp`` beside ``dst``, fsync'd, read back and compared by SHA-256
-    (against ``expected`` too, when given), renamed to ``dst`` and only then
-    is ``src`` deleted.
-    """
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, "refusing to overwrite", dst)
-    try:
-        _link_noreplace(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = tmp or os.path.join(os.path.dirname(dst), f".dupfinder-{os.getpid()}.tmp")
-        _copy_verified(src, tmp, expected)
-        _checkpoint()
-        _link_noreplace(tmp, dst)
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        fsync_dir(os.path.dirname(dst))
-        _checkpoint()
-        os.unlink(src)
-        fsync_dir(os.path.dirname(src))
-        return
-    _checkpoint()
-    if os.path.lexists(src) and _same_inode(src, dst):
-        os.unlink(src)
-    fsync_dir(os.path.dirname(dst))
-    fsync_dir(os.path.dirname(src))
-
-
 class Journal:
     """An append-only JSON-lines file, each record flushed to disk before it returns.
 
@@ -272,7 +130,7 @@ class Journal:
             self.fd = os.open(self.path, flags, 0o600)
         except FileExistsError:
             msg = f"{self.path}: journal already exists; give a new --journal file"
-            raise JournalError(errno.EEXIST, msg) from None
+            raise JournalError(msg) from None
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
@@ -283,13 +141,26 @@ class Journal:
             except OSError:
                 os.close(self.fd)
                 msg = f"{self.path}: journal is in use by another dupfinder process"
-                raise JournalError(errno.EBUSY, msg) from None
+                raise JournalError(msg) from None
         if create:
-            fsync_dir(os.path.dirname(self.path))
+            fileops.fsync_dir(os.path.dirname(self.path))
+        else:
+            self._drop_torn_line()
+
+    def _drop_torn_line(self) -> None:
+        # A process killed inside write() leaves a line without its newline;
+        # its step never started (the intent comes first), so it is cut off
+        # rather than glued to the next record.
+        with open(self.path, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            os.ftruncate(self.fd, data.rfind(b"\n") + 1)
+            os.fsync(self.fd)
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
-        os.write(self.fd, line.encode("ascii"))
+        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        while line:
+            line = line[os.write(self.fd, line):]
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -325,7 +196,7 @@ def read_journal(path: str | os.PathLike) -> Iterator[dict]:
                 # The intent was not on disk, so its step never started.
                 continue
             msg = f"{os.fspath(path)}: line {i + 1} is not a journal record"
-            raise JournalError(errno.EINVAL, msg) from None
+            raise JournalError(msg) from None
         yield record
 
 
@@ -344,7 +215,7 @@ def do_step(intent: dict) -> None:
     mode = 0o777 if op == "move" else 0o700
     for folder in intent.get("made_dirs", ()):
         os.makedirs(folder, mode=mode, exist_ok=True)
-    _checkpoint()
+    fileops.checkpoint()
     if op == "trash":
         # The .trashinfo is written first, with O_EXCL: it reserves the name.
         fd = os.open(intent["info"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -352,24 +223,24 @@ def do_step(intent: dict) -> None:
             f.write(intent["info_text"])
             f.flush()
             os.fsync(f.fileno())
-        fsync_dir(os.path.dirname(intent["info"]))
-        _checkpoint()
+        fileops.fsync_dir(os.path.dirname(intent["info"]))
+        fileops.checkpoint()
     if op in ("move", "delete", "trash"):
-        move_file(path, aside, tmp=intent.get("tmp"), expected=intent["sha256"])
+        fileops.move_file(path, aside, tmp=intent.get("tmp"), expected=intent["sha256"])
         return
     # hardlink / symlink: keep the original under a second name first, so the
     # path is never without a file and the bytes are never without a name.
-    _link_noreplace(path, aside)
-    fsync_dir(os.path.dirname(aside))
-    _checkpoint()
+    fileops.link_noreplace(path, aside)
+    fileops.fsync_dir(os.path.dirname(aside))
+    fileops.checkpoint()
     tmp = intent["tmp"]
     if op == "hardlink":
         os.link(intent["target"], tmp)
     else:
         os.symlink(intent["target"], tmp)
-    _checkpoint()
+    fileops.checkpoint()
     os.rename(tmp, path)
-    fsync_dir(os.path.dirname(path))
+    fileops.fsync_dir(os.path.dirname(path))
 
 
 # --- one step, backwards --------------------------------------------------
@@ -395,7 +266,7 @@ def _holds_original(path: str, intent: dict) -> bool:
         return False
     if not os.path.isfile(path) or os.path.islink(path) or st.st_size != intent["size"]:
         return False
-    return sha256_file(path) == intent["sha256"]
+    return fileops.sha256_file(path) == intent["sha256"]
 
 
 def _remove_info(intent: dict) -> None:
@@ -432,19 +303,19 @@ def undo_step(intent: dict) -> str | None:
             os.unlink(leftover)
     if os.path.lexists(aside):
         if os.path.lexists(path):
-            if _same_inode(path, aside):  # crashed between link and unlink
+            if fileops.same_inode(path, aside):  # crashed between link and unlink
                 os.unlink(aside)
             elif _is_our_link(intent):
                 if not _holds_original(aside, intent):
                     return f"the backup {aside} no longer holds the original bytes"
                 os.rename(aside, path)  # atomically replaces the link
-                fsync_dir(os.path.dirname(path))
+                fileops.fsync_dir(os.path.dirname(path))
             elif _holds_original(path, intent) and _holds_original(aside, intent):
                 os.unlink(aside)  # a cross-device copy that finished before the delete
             else:
                 return f"a different file is now at this path; the original is kept at {aside}"
         else:
-            move_file(aside, path, tmp=undo_tmp, expected=intent["sha256"])
+            fileops.move_file(aside, path, tmp=undo_tmp, expected=intent["sha256"])
     elif not os.path.lexists(path):
         return "the original is gone: neither at its path nor at " + aside
     _remove_info(intent)
@@ -471,10 +342,10 @@ def _load(path: str) -> tuple[dict, list[dict], dict[int, set[str]]]:
             states.setdefault(record["n"], set()).add(kind)
     if not begin:
         msg = f"{path}: not a dupfinder journal (no begin record)"
-        raise JournalError(errno.EINVAL, msg)
+        raise JournalError(msg)
     if begin.get("version") != JOURNAL_VERSION:
         msg = f"{path}: journal version {begin.get('version')!r}, expected {JOURNAL_VERSION}"
-        raise JournalError(errno.EINVAL, msg)
+        raise JournalError(msg)
     return begin, intents, states
 
 
@@ -553,8 +424,8 @@ def purge(journal_path: str | os.PathLike, *, dry_run: bool = False) -> PurgeRes
     purged: list[str] = []
     problems: list[Problem] = []
     freed = 0
-    todo = [
-        i for i in intents
+    todo = [  # newest first, so each step's own folders empty out before its elders'
+        i for i in reversed(intents)
         if i["op"] in ("delete", "hardlink", "symlink")
         and not states.get(i["n"], set()) & {"undone", "purged", "failed"}
     ]
@@ -568,7 +439,7 @@ def purge(journal_path: str | os.PathLike, *, dry_run: bool = False) -> PurgeRes
                 size = os.lstat(aside).st_size
                 if not dry_run:
                     os.unlink(aside)
-                    os.rmdir(os.path.dirname(aside))
+                    _remove_dirs(intent)
             except FileNotFoundError:
                 size = 0
             except OSError as exc:

@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .hashes import DIHEDRAL_TRANSPOSE, from_hex, hamming, to_hex
+from .hashes import DIHEDRAL_TRANSPOSE, from_hex, hamming, to_hex  # noqa: F401 (hamming: doctests)
 from .models import UsageError
 
 __all__ = [

@@ -60,7 +60,7 @@ CSV_COLUMNS = (
 )
 ERROR_COLUMNS = ("path", "stage", "message")
 REPORT_VERSION = 1
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "html")
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
@@ -283,7 +283,14 @@ def render_match_json(result, out: io.TextIOBase) -> None:
 
 
 MATCH_RENDERERS = {"csv": render_match_csv, "json": render_match_json}
-_RENDERERS = {"csv": render_csv, "json": render_json}
+def _render_html(result: ScanResult, out: io.TextIOBase) -> None:
+    # Imported late: the HTML report decodes thumbnails, the others never do.
+    from .html_report import render_html
+
+    render_html(result, out)
+
+
+_RENDERERS = {"csv": render_csv, "json": render_json, "html": _render_html}
 
 
 @contextmanager

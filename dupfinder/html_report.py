@@ -1,0 +1,326 @@
+"""Write a scan result as one self-contained HTML page of thumbnails, for a person to review.
+
+The page works offline and loads nothing: thumbnails are small JPEGs inside
+``data:`` URIs, the style and script are inline, and a Content-Security-Policy
+allows exactly those (the style and script by their SHA-256, images only as
+``data:``), so even a hostile file name could not run or fetch anything.
+
+How it stays fast at 10^4 groups: the groups are one JSON document in a
+``<script type="application/json">`` element, which the browser keeps as
+text, and a small script builds the DOM for one page of ``page_size`` groups
+at a time with ``textContent`` and ``createElement`` only (never
+``innerHTML``). Pre-rendering every group as hidden HTML would make the
+browser parse and lay out all of them, tens of thousands of elements and
+every thumbnail's attribute, before showing the first; here it parses one
+string and builds two hundred cards. The JSON is written with ``<``, ``>``
+and ``&`` as ``\\u003c``, ``\\u003e`` and ``\\u0026``, so no file name can
+close the element (``</script>``) or open a comment (``<!--``).
+
+Each distinct path is decoded once, with JPEG draft decoding: about 12 ms
+for a 12-megapixel photo, so 25,000 images take some five minutes. A
+160-pixel thumbnail is 4-7 kB, about 7 kB in base64: 25,000 images made a
+180 MB page that headless Chromium opened in 4 s here, and turned a page of
+it in 0.1 s.
+
+>>> import io
+>>> from dupfinder.models import ScanResult, ScanSettings
+>>> buf = io.StringIO()
+>>> render_html(ScanResult(ScanSettings(roots=(".",)), (), (), ()), buf)
+>>> "Content-Security-Policy" in buf.getvalue() and "innerHTML" not in buf.getvalue()
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+from collections.abc import Iterator
+from typing import TextIO
+
+from .imaging import load_image
+from .models import ScanError, ScanResult, UsageError
+from .report import format_time
+
+__all__ = ["render_html", "thumbnail", "human_size", "display_text"]
+
+
+def human_size(n: int) -> str:
+    """A byte count in decimal units, as file managers show it.
+
+    >>> human_size(999), human_size(1_500_000), human_size(0)
+    ('999 B', '1.5 MB', '0 B')
+    """
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    value, i = float(n), 0
+    while value >= 1000 and i < len(units) - 1:
+        value /= 1000
+        i += 1
+    return f"{n} B" if i == 0 else f"{value:.1f} {units[i]}"
+
+
+def display_text(text: str) -> str:
+    """A path as text a page can show: bytes that are not UTF-8 become ``\\xNN``.
+
+    >>> import os
+    >>> display_text(os.fsdecode(b"caf\\xe9.jpg")), display_text("café.jpg")
+    ('caf\\\\xe9.jpg', 'café.jpg')
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file system produced
+        return text.encode("utf-8", "backslashreplace").decode("ascii")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def thumbnail(path: str, *, size: int = 160, quality: int = 70) -> tuple[str, int, int] | ScanError:
+    """A small JPEG of the image as a viewer shows it: (base64, width, height), or why not.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> p = tempfile.mktemp(suffix=".png")
+    >>> Image.new("RGB", (640, 320), "blue").save(p)
+    >>> thumbnail(p, size=160)[1:]
+    (160, 80)
+    >>> thumbnail(p + ".gone").message
+    'file vanished before it could be read'
+    """
+    decoded = load_image(path, min_size=size)
+    if isinstance(decoded, ScanError):
+        return decoded
+    try:
+        image = decoded.image
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=quality, optimize=True)
+    except (OSError, ValueError, MemoryError) as exc:
+        return ScanError(path, "thumbnail", str(exc) or type(exc).__name__)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), image.width, image.height
+
+
+def _script_json(value) -> str:
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _when(mtime_ns: int) -> str:
+    return format_time(mtime_ns).replace("T", " ").replace("Z", " UTC")
+
+
+def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
+    index: dict[str, int] = {}
+    groups = []
+    for g in result.groups:
+        members = []
+        for m in g.members:
+            i = index.setdefault(m.path, len(index))
+            members.append({
+                "p": display_text(m.path), "k": int(m.keep), "d": m.distance,
+                "t": display_text(m.transform), "w": m.width, "h": m.height, "b": m.size,
+                "m": _when(m.mtime_ns), "i": i,
+            })
+        groups.append({"id": g.id, "d": g.max_distance, "m": members})
+    return {"page_size": page_size, "groups": groups}, list(index)
+
+
+def _thumbs(paths: list[str], size: int) -> Iterator[dict]:
+    # One at a time, written as made, so memory stays flat. Threads did not
+    # help (measured: 11.7 ms per 12-megapixel JPEG alone, 11.6 ms with two).
+    for path in paths:
+        outcome = thumbnail(path, size=size)
+        if isinstance(outcome, ScanError):
+            yield {"e": display_text(outcome.message)}
+        else:
+            yield {"u": outcome[0], "w": outcome[1], "h": outcome[2]}
+
+
+def _e(value) -> str:
+    """Text for HTML: escaped, with bytes that are not UTF-8 shown as ``\\xNN``.
+
+    >>> _e('<img src=x onerror="1">')
+    '&lt;img src=x onerror=&quot;1&quot;&gt;'
+    """
+    return html.escape(display_text(str(value)), quote=True)
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def render_html(result: ScanResult, out: TextIO, *, thumb_size: int = 160, page_size: int = 200) -> None:
+    """Write the review page: a summary, then one card per group, ``page_size`` groups a page.
+
+    Each card shows every member's thumbnail with its path, size in pixels
+    and bytes, date, distance and transform; the kept file is marked.
+    A file that cannot be read any more shows a box with the reason.
+    """
+    if page_size < 1 or thumb_size < 1:
+        msg = f"page_size and thumb_size must be 1 or more, not {page_size} and {thumb_size}"
+        raise UsageError(msg)
+    style = _STYLE.replace("THUMB", str(thumb_size))
+    csp = (
+        f"default-src 'none'; img-src data:; style-src {_csp_hash(style)}; "
+        f"script-src {_csp_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'"
+    )
+    counts = result.counts
+    freeable = sum(m.size for g in result.groups for m in g.members if not m.keep)
+    s = result.settings
+    summary = [
+        ("found", "Files found", counts.get("found", len(result.files) + len(result.errors))),
+        ("hashed", "Images compared", counts.get("hashed", len(result.files))),
+        ("groups", "Groups", counts.get("groups", len(result.groups))),
+        ("duplicates", "Duplicates (not kept)", counts.get("duplicates", result.duplicate_count)),
+        ("freeable", "Space that could be freed", human_size(freeable)),
+        ("errors", "Unreadable files", counts.get("errors", len(result.errors))),
+    ]
+    w = out.write
+    w('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n')
+    w(f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n')  # our text: no quotes to escape
+    w('<meta name="referrer" content="no-referrer">\n')
+    w('<meta name="viewport" content="width=device-width, initial-scale=1">\n')
+    w(f"<title>dupfinder: {_e(len(result.groups))} groups of near-duplicate images</title>\n")
+    w(f"<style>{style}</style>\n</head>\n<body>\n<header>\n<h1>Near-duplicate images</h1>\n")
+    w('<dl class="summary">\n')
+    for key, label, value in summary:
+        w(f'<div><dt>{_e(label)}</dt><dd id="count-{key}">{_e(value)}</dd></div>\n')
+    w("</dl>\n")
+    w(f'<p class="settings">{_e(s.algorithm)}, {_e(s.hash_size * s.hash_size)}-bit hashes, '
+      f"threshold {_e(s.threshold)} bits; scanned: {_e(', '.join(s.roots))}</p>\n")
+    if result.errors:
+        w(f'<details class="errors"><summary>Files that could not be read ({_e(len(result.errors))})'
+          "</summary>\n<ul>\n")
+        for err in result.errors:
+            w(f'<li><span class="path">{_e(err.path)}</span> ({_e(err.stage)}): {_e(err.message)}</li>\n')
+        w("</ul>\n</details>\n")
+    w("</header>\n")
+    w('<nav class="pager" aria-label="pages" hidden></nav>\n<main id="groups">'
+      "<noscript>This report shows its groups with JavaScript; please allow it for this file."
+      "</noscript></main>\n")
+    w('<nav class="pager" aria-label="pages" hidden></nav>\n')
+    data, paths = _data(result, page_size)
+    w('<script type="application/json" id="dupfinder-data">')
+    w(_script_json(data)[:-1] + ',"thumbs":[')
+    for i, thumb in enumerate(_thumbs(paths, thumb_size)):
+        w(("," if i else "") + _script_json(thumb))
+    w("]}</script>\n")
+    w(f"<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5rem 2rem;color:#222;background:#f6f6f4}
+h1{font-size:1.4rem;margin:1rem 0 .5rem}
+.summary{display:flex;flex-wrap:wrap;gap:.5rem 2rem;margin:0}
+.summary div{min-width:9rem}.summary dt{color:#666;font-size:.8rem}
+.summary dd{margin:0;font-size:1.3rem;font-weight:600}
+.settings{color:#555}.errors{margin:.5rem 0}.errors li{overflow-wrap:anywhere}
+.pager{display:flex;gap:.5rem;align-items:center;margin:1rem 0}
+.pager[hidden]{display:none}.pager input{width:5rem}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 1rem;padding:.5rem 1rem}
+.card h2{font-size:1rem;margin:.25rem 0 .5rem}
+.row{display:flex;flex-wrap:wrap;gap:1rem}
+.member{margin:0;width:THUMBpx;padding:4px;border:3px solid transparent;border-radius:6px}
+.member.keep{border-color:#2a8a3a;background:#eef8ef}
+.member img,.thumb{display:block;max-width:THUMBpx;max-height:THUMBpx}
+.thumb.missing{width:THUMBpx;height:THUMBpx;box-sizing:border-box;padding:.5rem;background:#eee;
+color:#a33;font-size:.8rem;overflow:auto;overflow-wrap:anywhere;border:1px dashed #aaa}
+figcaption{font-size:.8rem;margin-top:.25rem}
+.badge{display:inline-block;font-size:.7rem;padding:0 .4rem;border-radius:3px;background:#ddd}
+.keep .badge{background:#2a8a3a;color:#fff}
+.path{font-family:ui-monospace,monospace;overflow-wrap:anywhere;margin:.15rem 0}
+.meta{color:#555}
+"""
+
+_SCRIPT = """
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("dupfinder-data").textContent);
+  var groups = data.groups, thumbs = data.thumbs, size = data.page_size;
+  var pages = Math.max(1, Math.ceil(groups.length / size));
+  var main = document.getElementById("groups");
+  var pagers = Array.prototype.slice.call(document.querySelectorAll(".pager"));
+  var units = ["B", "kB", "MB", "GB", "TB", "PB"];
+  function human(n) {
+    var v = n, i = 0;
+    while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+    return i ? v.toFixed(1) + " " + units[i] : n + " B";
+  }
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+  function member(m) {
+    var fig = el("figure", m.k ? "member keep" : "member"), t = thumbs[m.i], img;
+    if (t && t.u) {
+      img = el("img");
+      img.width = t.w; img.height = t.h; img.alt = m.p; img.decoding = "async";
+      img.src = "data:image/jpeg;base64," + t.u;
+      fig.appendChild(img);
+    } else {
+      fig.appendChild(el("div", "thumb missing", "No preview: " + (t ? t.e : "")));
+    }
+    var cap = el("figcaption");
+    cap.appendChild(el("span", "badge", m.k ? "KEEP" : "duplicate"));
+    cap.appendChild(el("div", "path", m.p));
+    cap.appendChild(el("div", "meta", m.w + " \\u00d7 " + m.h + " px, " + human(m.b)));
+    cap.appendChild(el("div", "meta", m.m));
+    cap.appendChild(el("div", "meta", m.k ? "the file to keep" :
+      "distance " + m.d + " bits" + (m.t ? ", " + m.t : "")));
+    fig.appendChild(cap);
+    return fig;
+  }
+  function card(g) {
+    var section = el("section", "card");
+    section.id = "group-" + g.id;
+    section.appendChild(el("h2", null, "Group " + g.id + ": " + g.m.length +
+      " files, largest distance " + g.d + " bits"));
+    var row = el("div", "row");
+    g.m.forEach(function (m) { row.appendChild(member(m)); });
+    section.appendChild(row);
+    return section;
+  }
+  function current() {
+    var found = /^#page=(\\d+)$/.exec(location.hash);
+    return Math.min(Math.max(found ? parseInt(found[1], 10) : 1, 1), pages);
+  }
+  function go(p) { location.hash = "#page=" + Math.min(Math.max(p, 1), pages); }
+  function button(label, cls, target) {
+    var b = el("button", cls, label);
+    b.type = "button";
+    b.addEventListener("click", function () { go(target()); });
+    return b;
+  }
+  pagers.forEach(function (nav) {
+    var input = el("input");
+    input.type = "number"; input.min = 1; input.max = pages;
+    input.setAttribute("aria-label", "page number");
+    input.addEventListener("change", function () { go(parseInt(input.value, 10) || 1); });
+    nav.appendChild(button("\\u00ab First", "first", function () { return 1; }));
+    nav.appendChild(button("\\u2039 Previous", "prev", function () { return current() - 1; }));
+    nav.appendChild(el("span", "where"));
+    nav.appendChild(button("Next \\u203a", "next", function () { return current() + 1; }));
+    nav.appendChild(button("Last \\u00bb", "last", function () { return pages; }));
+    nav.appendChild(input);
+    nav.hidden = pages < 2;
+  });
+  function render() {
+    var p = current(), first = (p - 1) * size, frag = document.createDocumentFragment();
+    groups.slice(first, first + size).forEach(function (g) { frag.appendChild(card(g)); });
+    main.replaceChildren(frag);
+    pagers.forEach(function (nav) {
+      nav.querySelector(".where").textContent = "Page " + p + " of " + pages + " (groups " +
+        (groups.length ? first + 1 : 0) + "\\u2013" + Math.min(first + size, groups.length) +
+        " of " + groups.length + ")";
+      nav.querySelector(".first").disabled = nav.querySelector(".prev").disabled = p === 1;
+      nav.querySelector(".last").disabled = nav.querySelector(".next").disabled = p === pages;
+      nav.querySelector("input").value = p;
+    });
+    window.scrollTo(0, 0);
+  }
+  window.addEventListener("hashchange", render);
+  render();
+}());
+"""
