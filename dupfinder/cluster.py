@@ -305,7 +305,7 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
                 from .robust import relation
 
                 a, b = idx[i], idx[keep_at]
-                found = relation(extras[a], variants[a, 0], extras[b], variants[b, 0], threshold)
+                found = relation(extras[a], variants[a], extras[b], variants[b], threshold)
                 if found is not None:
                     distance, transform = found
         members.append(

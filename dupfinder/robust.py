@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fingerprint import CROP_SCALES, N_CROPS, N_TURNS, TRANSFORMS
+from .fingerprint import N_CROPS, N_TURNS, TRANSFORMS
 from .index import find_matches, find_pairs, hamming_distance
 
 __all__ = ["REGION_VOTES", "REGION_GUARD", "extra_pairs", "relation"]
@@ -47,18 +47,21 @@ def extra_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """File pairs (left < right) found through crops, turns or regions.
 
-    ``extras`` is (n, N_EXTRAS, words), ``identity`` (n, words) and ``variants``
-    (n, 8, words), for the same n files.
+    ``extras`` is (n, N_EXTRAS, words), ``identity`` (n, words) and
+    ``variants`` (n, 8, words), for the same n files.
     """
     n, _, w = extras.shape
     if n < 2:
         empty = np.zeros(0, np.int64)
         return empty, empty
     k = N_CROPS + N_TURNS
+    n_var = variants.shape[1]
+    # A crop or turn of one file against every orientation of the others.
     queries = extras[:, :k, :].reshape(n * k, w)
-    p = find_matches(_flat(queries), _flat(identity), threshold, method=method)
+    database = variants.reshape(n * n_var, w)
+    p = find_matches(_flat(queries), _flat(database), threshold, method=method)
     a = np.asarray(p.left, np.int64) // k
-    b = np.asarray(p.right, np.int64)
+    b = np.asarray(p.right, np.int64) // n_var
     keep = a != b
     pairs = [np.stack([np.minimum(a, b), np.maximum(a, b)])[:, keep]]
 
@@ -91,30 +94,31 @@ def _whole_distance(variants: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
 
 
 def relation(
-    extras_a: np.ndarray, ident_a: np.ndarray, extras_b: np.ndarray, ident_b: np.ndarray, threshold: int
+    extras_a: np.ndarray, variants_a: np.ndarray, extras_b: np.ndarray, variants_b: np.ndarray, threshold: int
 ) -> tuple[int, str] | None:
     """How file a relates to file b through its extra hashes, if it does: (distance, name).
 
     The name says what a is relative to b: ``crop`` (one is a centred crop of
-    the other), with ``+mirror`` etc. when also flipped, ``rotate`` for a
-    small turn, ``edited`` for a local change (regions agree).
+    the other), ``crop+mirror`` etc. when also flipped or turned, ``rotate``
+    for a small turn, ``edited`` for a local change (regions agree).
     """
-    k_crop = N_CROPS
     k = N_CROPS + N_TURNS
+    w = variants_a.shape[-1]
     best: tuple[int, str] | None = None
-    for extras, ident, reverse in ((extras_a, ident_b, False), (extras_b, ident_a, True)):
-        d = hamming_distance(extras[:k], ident[None, :])
-        i = int(np.argmin(d))
-        if d[i] <= threshold and (best is None or d[i] < best[0]):
-            if i < k_crop:
-                # Row i hashes T(crop(x)). Forward, b ~ T(crop(a)): a is b
-                # turned back by T's inverse. Reverse, a ~ T(crop(b)).
-                t = TRANSFORMS[i % len(TRANSFORMS)]
-                t = t if reverse else _INVERSE.get(t, t)
-                name = "crop" if t == "identity" else f"crop+{t}"
-            else:
-                name = "rotate"
-            best = (int(d[i]), name)
+    for extras, variants, reverse in ((extras_a, variants_b, False), (extras_b, variants_a, True)):
+        # d[i, t]: extra hash i of one file against orientation t of the other.
+        d = hamming_distance(
+            np.repeat(extras[:k], len(variants), axis=0), np.tile(variants, (k, 1)).reshape(-1, w)
+        ).reshape(k, len(variants))
+        i, t = np.unravel_index(int(np.argmin(d)), d.shape)
+        if d[i, t] > threshold or (best is not None and d[i, t] >= best[0]):
+            continue
+        # Forward: crop(a) ~ T(b), so a is b turned by T. Reverse: crop(b) ~ T(a),
+        # so a is b turned by T's inverse.
+        turn = TRANSFORMS[t]
+        turn = _INVERSE.get(turn, turn) if reverse else turn
+        kind = "crop" if i < N_CROPS else "rotate"
+        best = (int(d[i, t]), kind if turn == "identity" else f"{kind}+{turn}")
     if best is not None:
         return best
     votes = hamming_distance(extras_a[k:], extras_b[k:])
@@ -122,6 +126,3 @@ def relation(
     if int(close.sum()) >= REGION_VOTES:
         return int(votes[close].max()), "edited"
     return None
-
-
-assert len(CROP_SCALES) * len(TRANSFORMS) == N_CROPS
