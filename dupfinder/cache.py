@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
 # entries stop matching instead of mixing with new ones.
-HASH_VERSION = 4
+HASH_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,6 +112,7 @@ class CachedResult:
     variants: str | None = None
     quality: int | None = None
     extras: str | None = None
+    digest: bytes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ def spec_key(algorithm: str, hash_size: int, decode: str) -> str:
     """The part of a result's key that names how it was computed.
 
     >>> spec_key("phash", 8, "orient")
-    'phash:8:orient:v4'
+    'phash:8:orient:v5'
     """
     return f"{algorithm}:{hash_size}:{decode}:v{HASH_VERSION}"
 
@@ -160,10 +161,10 @@ class Cache:
 
     >>> with Cache(":memory:") as c:
     ...     c.put_file("a.jpg", size=3, mtime_ns=7, digest=b"d")
-    ...     c.put_result(b"d", "phash:8:orient:v4", CachedResult("ff", 1, 1))
+    ...     c.put_result(b"d", "phash:8:orient:v5", CachedResult("ff", 1, 1))
     ...     c.commit()
-    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v4")
-    CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None, variants=None, quality=None, extras=None)
+    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v5")
+    CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None, variants=None, quality=None, extras=None, digest=b'd')
     """
 
     def __init__(self, path: str | os.PathLike = ":memory:", *, lock: bool = False, timeout: float = 30.0):
@@ -288,9 +289,10 @@ class Cache:
             self.db.execute("COMMIT")
 
     def lookup(self, path: str, *, size: int, mtime_ns: int, spec: str) -> CachedResult | None:
-        """The stored result for a file, if path, size and mtime all still match."""
+        """The stored result for a file, if path, size and mtime all still match (with its digest)."""
         row = self.db.execute(
-            "SELECT r.hash, r.width, r.height, r.error_stage, r.error_message, r.variants, r.quality, r.extras FROM files f "
+            "SELECT r.hash, r.width, r.height, r.error_stage, r.error_message, r.variants, r.quality, "
+            "r.extras, f.digest FROM files f "
             "JOIN results r ON r.digest = f.digest AND r.spec = ? "
             "WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ?",
             (spec, _b(path), size, mtime_ns),

@@ -15,7 +15,7 @@ the threshold; low-information files (blank, flat) group only that way.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -102,6 +102,30 @@ def keep_rule(name: str) -> Callable[[HashedFile], tuple]:
     raise UsageError(msg)
 
 
+def _component_labels(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Smallest node index of each node's component."""
+    # Min-label propagation with pointer jumping, in numpy: a few passes over
+    # the edges for the shallow graphs a scan makes, and no scipy.sparse
+    # import (0.25 s, a sixth of a warm re-scan). Deep chains hand over to
+    # scipy after a bounded number of passes.
+    labels = np.arange(n)
+    for _ in range(64):
+        low = np.minimum(labels[left], labels[right])
+        new = labels.copy()
+        np.minimum.at(new, left, low)
+        np.minimum.at(new, right, low)
+        new = new[new]
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
+    _, found = connected_components(graph, directed=False)
+    return found
+
+
 def connected_groups(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
     """Connected components with two or more nodes, each as sorted node indices.
 
@@ -110,11 +134,7 @@ def connected_groups(n: int, left: np.ndarray, right: np.ndarray) -> list[np.nda
     """
     if n == 0 or len(left) == 0:
         return []
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    labels = _component_labels(n, np.asarray(left, np.int64), np.asarray(right, np.int64))
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     return [c for c in np.split(order, bounds) if len(c) > 1]
@@ -147,6 +167,7 @@ def build_groups(
     variants: np.ndarray | None = None,
     transform_names: Sequence[str] = tuple(INVERSE),
     extras: np.ndarray | None = None,
+    links: Mapping[tuple[int, int], tuple[str, tuple]] | None = None,
 ) -> tuple[DuplicateGroup, ...]:
     """Group files whose hashes are within ``threshold`` bits, in a stable order.
 
@@ -158,7 +179,10 @@ def build_groups(
     its kept file first, then the others by distance to it and by path;
     groups are ordered by their kept file's path. ``ignored`` holds pairs of
     content digests (smaller first) a person said are not duplicates: they
-    are no edge of the graph.
+    are no edge of the graph. ``links`` maps pairs of file indices found
+    some other way (``(i, j) -> (what j is to i, box)``, as
+    :func:`dupfinder.partial.relations` gives) to more edges, and names
+    the member's transform and box when i is the kept file.
 
     >>> fs = [HashedFile(p, 1, 0, 64, 64, h) for p, h in [("a", "00"), ("b", "03"), ("c", "ff")]]
     >>> [[m.path for m in g.members] for g in build_groups(fs, np.array([0, 3, 255], np.uint64), 2)]
@@ -207,6 +231,10 @@ def build_groups(
         )
         left.append(m + eligible_idx[ea])
         right.append(m + eligible_idx[eb])
+    if links:
+        pairs = np.array(sorted(links), dtype=np.int64).reshape(-1, 2)
+        left.append(m + pairs[:, 0])
+        right.append(m + pairs[:, 1])
     same_a, same_b = _same_content(files)
     left.append(m + same_a)
     right.append(m + same_b)
@@ -215,8 +243,8 @@ def build_groups(
         members_idx = component[component >= m] - m
         if len(members_idx) < 2:
             continue
-        for part in _without_ignored(members_idx, files, variants, threshold, ignored):
-            groups.append(_make_group(files, part, variants, key, transform_names, extras, threshold))
+        for part in _without_ignored(members_idx, files, variants, threshold, ignored, links):
+            groups.append(_make_group(files, part, variants, key, transform_names, extras, threshold, links))
     groups.sort(key=lambda g: g.keep.path)
     return tuple(DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1))
 
@@ -241,7 +269,7 @@ def _pair_distance(variants: np.ndarray, i: int, j: int) -> int:
     return int(min(a, b))
 
 
-def _without_ignored(members_idx, files, variants, threshold, ignored):
+def _without_ignored(members_idx, files, variants, threshold, ignored, links=None):
     """Split a component again at file level once its ignored pairs are cut."""
     if not ignored:
         return [members_idx]
@@ -262,6 +290,12 @@ def _without_ignored(members_idx, files, variants, threshold, ignored):
             b = a + 1 + int(off)
             same = digests[a] is not None and digests[a] == digests[b]
             if same or (a, b) not in cut:
+                left.append(a)
+                right.append(b)
+        for off, other in enumerate(others):
+            b = a + 1 + off
+            linked = links and (int(members_idx[a]), int(other)) in links
+            if linked and (a, b) not in cut and d[off] > threshold:
                 left.append(a)
                 right.append(b)
     parts = connected_groups(len(members_idx), np.array(left, np.int64), np.array(right, np.int64))
@@ -286,7 +320,8 @@ def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) ->
     return tuple(out)
 
 
-def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras=None, threshold=0) -> DuplicateGroup:
+def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras=None, threshold=0,
+                links=None) -> DuplicateGroup:
     chosen = [files[i] for i in idx]
     keep_at = min(range(len(chosen)), key=lambda i: key(chosen[i]))
     keep_file = chosen[keep_at]
@@ -296,18 +331,25 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
     members = []
     for i, f in enumerate(chosen):
         t = int(best[i])
+        box = None
         if f.digest and f.digest == keep_file.digest:
             transform, distance = ("" if i == keep_at else "identical"), 0
         else:
             transform = "" if t == 0 else INVERSE.get(names[t], names[t])
             distance = int(per_transform[i, t])
-            if distance > threshold and extras is not None:
+            if distance > threshold and links and (int(idx[keep_at]), int(idx[i])) in links:
+                transform, box = links[int(idx[keep_at]), int(idx[i])]
+            elif distance > threshold and extras is not None:
                 from .robust import relation
 
                 a, b = idx[i], idx[keep_at]
                 found = relation(extras[a], variants[a], extras[b], variants[b], threshold)
                 if found is not None:
                     distance, transform = found
+                elif links:
+                    transform = ""  # in the group through another member: nothing to name
+            elif distance > threshold and links:
+                transform = ""
         members.append(
             Member(
                 path=f.path,
@@ -319,6 +361,7 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
                 mtime_ns=f.mtime_ns,
                 hash=f.hash,
                 transform=transform,
+                box=None if i == keep_at else box,
             )
         )
     members.sort(key=lambda m: (not m.keep, m.distance, m.path))

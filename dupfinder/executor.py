@@ -151,4 +151,8 @@ def make_executor(workers: int | None, *, jobs: int) -> Executor:
             workers = 0
     if workers <= 0:
         return InlineExecutor()
+    # Forked workers inherit what the parent has imported: scipy's DCT,
+    # which every worker needs, would otherwise cost each of them 150 ms.
+    import scipy.fftpack  # noqa: F401
+
     return ProcessExecutor(workers)

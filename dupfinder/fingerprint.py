@@ -155,6 +155,8 @@ REGIONS = (
     (0.0, 0.0, 1 / 3, 1.0), (1 / 3, 0.0, 2 / 3, 1.0), (2 / 3, 0.0, 1.0, 1.0),
 )
 N_CROPS = len(CROP_SCALES)
+# Grey-level spread under which a region is too flat to vote.
+FLAT_REGION_STD = 6.0
 N_TURNS = len(SMALL_TURNS)
 N_EXTRAS = N_CROPS + N_TURNS + len(REGIONS)
 
@@ -222,7 +224,17 @@ def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     blocks.extend(part(pixels, *box) for box in REGIONS)
     flat = np.stack(blocks).reshape(len(blocks), -1)
     bits = flat > np.median(flat, axis=1, keepdims=True)
-    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+    out = np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+    # A flat region (sky, a wall) hashes to noise that matches other flat
+    # regions; such a region is marked 0, which no pHash can be (half its
+    # bits are set), and never votes.
+    first_region = len(CROP_SCALES) + len(SMALL_TURNS)
+    for r, box in enumerate(REGIONS):
+        y0, y1 = round(box[1] * h), max(round(box[3] * h), round(box[1] * h) + 1)
+        x0, x1 = round(box[0] * w), max(round(box[2] * w), round(box[0] * w) + 1)
+        if float(pixels[y0:y1, x0:x1].std()) < FLAT_REGION_STD:
+            out[first_region + r] = 0
+    return out
 
 
 def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:

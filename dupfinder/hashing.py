@@ -217,8 +217,7 @@ class Hasher:
             if hit is None:
                 misses.append(e)
             else:
-                digest = cache.file_digest(abspath, size=e.size, mtime_ns=e.mtime_ns)
-                known.append(self._from_cache(e, digest, hit))
+                known.append(self._from_cache(e, hit.digest, hit))
         if not misses or not self.roots:
             return known, misses
         # A renamed or moved file keeps its size: only new files whose size

@@ -161,6 +161,7 @@ def _json_document(result: ScanResult) -> dict:
             "keep": s.keep,
             "new_since": s.new_since,
             "transforms": s.transforms,
+            **({"partial": True} if s.partial else {}),
         },
         "counts": dict(result.counts),
         "elapsed_seconds": round(result.elapsed, 3),
@@ -182,6 +183,8 @@ def _json_document(result: ScanResult) -> dict:
                         "mtime_ns": m.mtime_ns,
                         "hash": m.hash,
                         "new": m.new,
+                        # A partial copy's region (see Member): only when there is one.
+                        **({"box": list(m.box)} if m.box is not None else {}),
                     }
                     for m in g.members
                 ],
@@ -200,7 +203,9 @@ def _json_document(result: ScanResult) -> dict:
 
 def render_json(result: ScanResult, out: io.TextIOBase) -> None:
     """Write one versioned JSON document: settings, counts, groups and errors."""
-    json.dump(_json_document(result), out, indent=1, ensure_ascii=True)
+    # No indent: json's C encoder only serves compact output, and it is 5x
+    # faster on big reports (pipe through `python -m json.tool` to read).
+    json.dump(_json_document(result), out, ensure_ascii=True)
     out.write("\n")
 
 
@@ -257,6 +262,7 @@ def render_match_json(result, out: io.TextIOBase) -> None:
             "transforms": s.transforms,
             "orient": s.orient,
             "compat": s.compat,
+            **({"partial": True} if s.partial else {}),
         },
         "counts": dict(result.counts),
         "elapsed_seconds": round(result.elapsed, 3),
@@ -270,7 +276,8 @@ def render_match_json(result, out: io.TextIOBase) -> None:
                 "mtime_ns": m.mtime_ns,
                 "hash": m.hash,
                 "references": [
-                    {"reference": h.reference, "distance": h.distance, "transform": h.transform}
+                    {"reference": h.reference, "distance": h.distance, "transform": h.transform,
+                     **({"box": list(h.box)} if h.box is not None else {})}
                     for h in m.hits
                 ],
             }
@@ -278,7 +285,7 @@ def render_match_json(result, out: io.TextIOBase) -> None:
         ],
         "errors": [{"path": e.path, "stage": e.stage, "message": e.message} for e in result.errors],
     }
-    json.dump(doc, out, indent=1, ensure_ascii=True)
+    json.dump(doc, out, ensure_ascii=True)
     out.write("\n")
 
 

@@ -68,8 +68,10 @@ def extra_pairs(
     regions = extras[:, k:, :]
     found = []
     for r in range(regions.shape[1]):
-        q = find_pairs(_flat(regions[:, r, :]), threshold + REGION_SLACK, method=method)
-        found.append(np.asarray(q.left, np.int64) * n + np.asarray(q.right, np.int64))
+        # Flat regions are stored as 0 (see fingerprint.extra_hashes): no vote.
+        live = np.flatnonzero(regions[:, r, :].any(axis=1))
+        q = find_pairs(_flat(regions[live, r, :]), threshold + REGION_SLACK, method=method)
+        found.append(live[np.asarray(q.left, np.int64)] * n + live[np.asarray(q.right, np.int64)])
     if found:
         keys, counts = np.unique(np.concatenate(found), return_counts=True)
         keys = keys[counts >= REGION_VOTES]
@@ -122,7 +124,8 @@ def relation(
     if best is not None:
         return best
     votes = hamming_distance(extras_a[k:], extras_b[k:])
-    close = votes <= threshold + REGION_SLACK
+    live = extras_a[k:].any(axis=1) & extras_b[k:].any(axis=1)
+    close = (votes <= threshold + REGION_SLACK) & live
     if int(close.sum()) >= REGION_VOTES:
         return int(votes[close].max()), "edited"
     return None
