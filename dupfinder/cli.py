@@ -61,6 +61,17 @@ def add_threshold_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_partial_option(p: argparse.ArgumentParser) -> None:
+    """--partial, shared by scan and match."""
+    p.add_argument(
+        "--partial", action="store_true",
+        help="also find partial copies: a crop at any offset (down to ~60%% of the picture), a square "
+        "cut, the picture inside a screenshot, a page or a collage, also mirrored; the transform "
+        "column says crop or contained and the JSON report gives the box. Slower; needs "
+        "pip install 'dupfinder[partial]'",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command; each option has a help text."""
     parser = argparse.ArgumentParser(
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--index", choices=INDEX_METHODS, default="auto",
         help="pair search method; all give the same pairs (default: auto)",
     )
+    add_partial_option(s)
     add_report_options(s)
     s.add_argument(
         "--keep", default="default", metavar="RULE",
@@ -185,6 +197,7 @@ def _run_scan(args) -> int:
             cache=cache,
             workers=args.workers,
             progress=bars,
+            partial=args.partial,
         )
     finally:
         bars.close()

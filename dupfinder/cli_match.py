@@ -25,7 +25,7 @@ __all__ = ["register"]
 
 def register(sub) -> None:
     """Add the ``match`` and ``index`` sub-commands to an argparse sub-parser set."""
-    from .cli import add_threshold_options
+    from .cli import add_partial_option, add_threshold_options
 
     m = sub.add_parser("match", help="find copies of protected reference images in other folders")
     m.add_argument("targets", nargs="+", metavar="TARGET", help="folders or files to check")
@@ -35,6 +35,7 @@ def register(sub) -> None:
         "or a text/CSV list of hex hashes with optional labels (repeatable)",
     )
     add_threshold_options(m)
+    add_partial_option(m)
     add_hash_options(m)
     add_walk_options(m)
     add_report_options(m, formats=tuple(MATCH_RENDERERS))
@@ -96,6 +97,7 @@ def _run_match(args) -> int:
             args.targets, reference, threshold=args.threshold, transforms=args.transforms,
             orient=args.orient, compat=args.compat, include=args.include, exclude=args.exclude,
             follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
+            partial=args.partial,
         )
     finally:
         bars.close()

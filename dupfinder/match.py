@@ -42,12 +42,19 @@ def _noop(_: Progress) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RefHit:
-    """One reference a target matched: its label, distance and the transform."""
+    """One reference a target matched: its label, distance and the transform.
+
+    With ``--partial``, ``transform`` may be ``crop`` (the target shows a part
+    of the reference; ``box`` is that part, in the reference's pixels) or
+    ``contained`` (the target shows the reference inside a larger frame;
+    ``box`` is where, in the target's pixels), with ``+mirror`` if mirrored.
+    """
 
     reference: str
     index: int
     distance: int
     transform: str
+    box: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +159,15 @@ def _hits_for_chunk(
 ) -> list[Match]:
     words = reference.hashes.shape[1]
     n_variants = len(TRANSFORMS) if transforms else 1
-    found: dict[int, dict[int, tuple[int, int]]] = {}  # target -> ref -> (distance, variant)
+    # target -> ref -> (distance, rank, transform name); on equal distance the
+    # lower rank wins: as is, then a flip or turn, then a crop, turn or edit.
+    found: dict[int, dict[int, tuple[int, int, str]]] = {}
+
+    def offer(target: int, ref: int, distance: int, rank: int, name: str) -> None:
+        best = found.setdefault(target, {}).get(ref)
+        if best is None or (distance, rank) < best[:2]:
+            found[target][ref] = (distance, rank, name)
+
     eligible = [i for i, f in enumerate(files) if not is_low_information(f) and f.variants]
     if eligible and len(reference):
         q = np.empty((len(eligible), n_variants, words), dtype=np.uint64)
@@ -162,28 +177,72 @@ def _hits_for_chunk(
         db = reference.hashes
         pairs = find_matches(flat[:, 0] if words == 1 else flat, db[:, 0] if words == 1 else db, threshold)
         for qi, ri, d in zip(pairs.left.tolist(), pairs.right.tolist(), pairs.distance.tolist()):
-            target = eligible[qi // n_variants]
             variant = qi % n_variants
-            best = found.setdefault(target, {}).get(ri)
-            # Prefer "as is" (variant 0) on ties: a transform is named only when closer.
-            if best is None or (d, variant) < best:
-                found[target][ri] = (d, variant)
+            name = "" if variant == 0 else INVERSE[TRANSFORMS[variant]]
+            offer(eligible[qi // n_variants], ri, d, 0 if variant == 0 else 1, name)
+        with_extras = [i for i in eligible if files[i].extras]
+        if transforms and reference.extras is not None and reference.variants is not None and with_extras:
+            from .robust import extra_matches
+
+            t_extras = np.stack([hashes.from_hex(files[i].extras).reshape(-1, words) for i in with_extras])
+            t_variants = np.stack([hashes.from_hex(files[i].variants).reshape(-1, words) for i in with_extras])
+            for t, ri, d, name in extra_matches(
+                t_extras, t_variants, reference.extras, reference.variants, threshold
+            ):
+                offer(with_extras[t], ri, d, 2, name)
     for i, f in enumerate(files):
         for ri in by_digest.get(f.digest, ()) if f.digest else ():
-            found.setdefault(i, {})[ri] = (-1, 0)  # byte-identical: first of all
+            found.setdefault(i, {})[ri] = (-1, -1, "identical")  # byte-identical: first of all
     out = []
     for i, refs in sorted(found.items()):
         f = files[i]
-        hits = []
-        for ri, (d, variant) in refs.items():
-            if d < 0:
-                hits.append(RefHit(reference.labels[ri], ri, 0, "identical"))
-            else:
-                name = TRANSFORMS[variant]
-                hits.append(RefHit(reference.labels[ri], ri, d, "" if variant == 0 else INVERSE[name]))
+        hits = [RefHit(reference.labels[ri], ri, max(d, 0), name) for ri, (d, _, name) in refs.items()]
         hits.sort(key=lambda h: (h.distance, h.transform != "identical", h.reference))
         out.append(Match(f.path, f.size, f.mtime_ns, f.width, f.height, f.hash, tuple(hits)))
     return out
+
+
+def _reference_features(reference: ReferenceIndex, executor, orient: bool) -> list:
+    """Local features of the references whose labels are image files; UsageError if none is."""
+    from .partial import features_for
+
+    found = features_for(list(reference.labels), executor=executor,
+                         workers=getattr(executor, "workers", 1), orient=orient)
+    if not any(f is not None for f in found):
+        msg = ("partial matching needs the reference images: give --reference a folder of images "
+               "(or an index built from one whose files are still there)")
+        raise UsageError(msg)
+    return found
+
+
+def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, ref_features: list,
+                  executor, *, orient: bool, transforms: bool) -> list[Match]:
+    """Add the references each target copies in part to the chunk's matches."""
+    from .index import hamming_distance
+    from .partial import features_for, find_partial
+
+    eligible = [i for i, f in enumerate(files) if not is_low_information(f)]
+    features = features_for([files[i].path for i in eligible], executor=executor,
+                            workers=getattr(executor, "workers", 1), orient=orient)
+    by_path = {m.path: m for m in found}
+    extra: dict[int, list[RefHit]] = {}
+    for p in find_partial(ref_features, queries=features):  # a: reference, b: target
+        i = eligible[p.b]
+        f = files[i]
+        known = by_path.get(f.path)
+        if (known is not None and any(h.index == p.a for h in known.hits)) or (p.mirrored and not transforms):
+            continue
+        words = reference.hashes.shape[1]
+        mine = hashes.from_hex(f.variants or f.hash).reshape(-1, words)
+        distance = int(hamming_distance(mine, reference.hashes[p.a][None, :]).min())
+        extra.setdefault(i, []).append(RefHit(reference.labels[p.a], p.a, distance, p.transform, p.box))
+    for i, hits in extra.items():
+        f = files[i]
+        known = by_path.get(f.path)
+        every = sorted((*(known.hits if known else ()), *hits),
+                       key=lambda h: (h.distance, h.transform != "identical", h.reference))
+        by_path[f.path] = Match(f.path, f.size, f.mtime_ns, f.width, f.height, f.hash, tuple(every))
+    return list(by_path.values())
 
 
 def match(
@@ -202,11 +261,16 @@ def match(
     executor: Executor | None = None,
     progress: ProgressCallback | None = None,
     chunk: int = 4096,
+    partial: bool = False,
 ) -> MatchResult:
     """Find the target images that are copies of references, streaming the targets.
 
     Targets are hashed with the reference's algorithm and hash size.
     ``threshold`` defaults as for ``scan`` (5 for 64-bit pHash, 31 for PDQ).
+    ``partial`` also finds targets that show a part of a reference or hold
+    it inside a larger frame (see :mod:`dupfinder.partial`); it needs the
+    reference images (a folder, or an index or list whose labels are paths
+    of images that still exist) and ``pip install 'dupfinder[partial]'``.
 
     >>> import tempfile, pathlib
     >>> from PIL import Image
@@ -231,8 +295,13 @@ def match(
         roots=tuple(os.fspath(p) for p in targets), threshold=threshold, algorithm=algorithm,
         hash_size=hash_size, compat=compat, orient=orient, include=tuple(include),
         exclude=tuple(exclude), follow_symlinks=follow_symlinks, transforms=transforms,
+        partial=partial,
     )
     validate_settings(settings)
+    if partial:
+        from .partial import require_opencv
+
+        require_opencv()
     spec = HashSpec(algorithm=algorithm, hash_size=hash_size, compat=compat, orient=orient)
     by_digest: dict[str, list[int]] = {}
     for i, d in enumerate(reference.digests):
@@ -261,6 +330,7 @@ def match(
             yield item
 
     try:
+        ref_features = _reference_features(reference, executor, orient) if partial else None
         for batch in _chunks(entries(), chunk):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))
@@ -275,7 +345,11 @@ def match(
             counts["decoded"] += hasher.decoded
             counts["cached"] += hasher.cached
             counts["low_information"] += sum(1 for f in files if is_low_information(f))
-            matches.extend(_hits_for_chunk(files, reference, threshold, transforms, by_digest))
+            found = _hits_for_chunk(files, reference, threshold, transforms, by_digest)
+            if partial:
+                found = _with_partial(found, files, reference, ref_features, executor,
+                                      orient=orient, transforms=transforms)
+            matches.extend(found)
             base += len(batch)
     finally:
         if own:

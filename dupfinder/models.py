@@ -127,7 +127,10 @@ class Member:
 
     ``distance`` is the Hamming distance in bits to the group's kept file
     (0 for the kept file itself). ``new`` marks a file first seen after the
-    ``--new-since`` time.
+    ``--new-since`` time. ``box`` (left, top, right, bottom, in pixels) is set
+    for a partial copy (``--partial``): with transform ``crop``, the part of
+    the kept file this file shows, in the kept file's pixels; with
+    ``contained``, where the kept file is inside this file, in its pixels.
 
     >>> Member("a.jpg", keep=True, distance=0, width=1, height=1, size=3,
     ...        mtime_ns=0, hash="00").keep
@@ -144,6 +147,7 @@ class Member:
     hash: str
     transform: str = ""
     new: bool = False
+    box: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,7 @@ class ScanSettings:
     keep: str = "default"
     new_since: float | None = None
     transforms: bool = True
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)

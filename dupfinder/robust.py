@@ -129,3 +129,69 @@ def relation(
     if int(close.sum()) >= REGION_VOTES:
         return int(votes[close].max()), "edited"
     return None
+
+
+def extra_matches(
+    t_extras: np.ndarray,
+    t_variants: np.ndarray,
+    r_extras: np.ndarray,
+    r_variants: np.ndarray,
+    threshold: int,
+    *,
+    method: str = "auto",
+) -> list[tuple[int, int, int, str]]:
+    """Target-reference pairs found through crops, turns or regions: (target, ref, distance, name).
+
+    The name says what the target is relative to the reference, as for
+    :func:`relation`. Only targets against references: never two of either.
+    """
+    nt, _, w = t_extras.shape
+    nr = r_extras.shape[0]
+    out: list[tuple[int, int, int, str]] = []
+    if nt == 0 or nr == 0:
+        return out
+    k = N_CROPS + N_TURNS
+    n_var = t_variants.shape[1]
+    # The target is a part of the reference: some orientation of the target
+    # is near a crop or turn of the reference. T(target) ~ X(ref), so the
+    # target is X(ref) turned by T's inverse.
+    p = find_matches(
+        _flat(t_variants.reshape(nt * n_var, w)), _flat(r_extras[:, :k, :].reshape(nr * k, w)),
+        threshold, method=method,
+    )
+    for q, d, dist in zip(p.left.tolist(), p.right.tolist(), p.distance.tolist()):
+        turn = TRANSFORMS[q % n_var]
+        turn = _INVERSE.get(turn, turn)
+        kind = "crop" if d % k < N_CROPS else "rotate"
+        out.append((q // n_var, d // k, dist, kind if turn == "identity" else f"{kind}+{turn}"))
+    # The reference is a part of the target: X(target) ~ T(ref), so the target
+    # holds the reference turned by T.
+    p = find_matches(
+        _flat(t_extras[:, :k, :].reshape(nt * k, w)), _flat(r_variants.reshape(nr * n_var, w)),
+        threshold, method=method,
+    )
+    for q, d, dist in zip(p.left.tolist(), p.right.tolist(), p.distance.tolist()):
+        turn = TRANSFORMS[d % n_var]
+        kind = "crop" if q % k < N_CROPS else "rotate"
+        out.append((q // k, d // n_var, dist, kind if turn == "identity" else f"{kind}+{turn}"))
+    # Local edits: two regions in the same place agree, and the whole images
+    # are not far apart.
+    found = []
+    for r in range(t_extras.shape[1] - k):
+        tl = np.flatnonzero(t_extras[:, k + r, :].any(axis=1))
+        rl = np.flatnonzero(r_extras[:, k + r, :].any(axis=1))
+        if not len(tl) or not len(rl):
+            continue
+        p = find_matches(
+            _flat(t_extras[tl, k + r, :]), _flat(r_extras[rl, k + r, :]), threshold + REGION_SLACK, method=method
+        )
+        found.append(tl[np.asarray(p.left, np.int64)] * nr + rl[np.asarray(p.right, np.int64)])
+    if found:
+        keys, counts = np.unique(np.concatenate(found), return_counts=True)
+        keys = keys[counts >= REGION_VOTES]
+        ta, rb = keys // nr, keys % nr
+        for a, b in zip(ta.tolist(), rb.tolist()):
+            whole = int(hamming_distance(t_variants[a], r_variants[b, 0][None, :]).min())
+            if whole <= REGION_GUARD * max(threshold, 1):
+                out.append((a, b, whole, "edited"))
+    return out

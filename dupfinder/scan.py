@@ -113,6 +113,7 @@ def scan(
     workers: int | None = None,
     executor: Executor | None = None,
     progress: ProgressCallback | None = None,
+    partial: bool = False,
 ) -> ScanResult:
     """Scan folders and files for near-duplicate images and group them.
 
@@ -132,6 +133,11 @@ def scan(
     the same roots; needs the cache) keeps only groups that gained a file
     since then. ``prune`` drops cache entries of files under the roots that
     no longer exist.
+
+    ``partial`` also pairs partial copies (an off-centre or square crop, a
+    picture inside a screenshot or a collage; :mod:`dupfinder.partial`, which
+    needs ``pip install 'dupfinder[partial]'``): the member's transform says
+    ``crop`` or ``contained`` and its ``box`` where.
 
     >>> import tempfile, pathlib
     >>> from PIL import Image
@@ -163,8 +169,13 @@ def scan(
         index=index,
         keep=keep,
         transforms=transforms,
+        partial=partial,
     )
     validate_settings(settings)
+    if partial:  # before anything is walked or cached: say at once what is missing
+        from .partial import require_opencv
+
+        require_opencv()
     if new_since is not None and cache is None:
         msg = "--new-since needs the cache (it remembers when each file was first seen)"
         raise UsageError(msg)
@@ -191,11 +202,12 @@ def scan(
     try:
         for item in hasher.run(entries):
             (errors if isinstance(item, ScanError) else files).append(item)
+        files.sort(key=lambda f: f.path)
+        features = _partial_features(files, executor, orient, progress) if partial else None
     finally:
         if own_executor:
             executor.close()
 
-    files.sort(key=lambda f: f.path)
     errors.sort(key=lambda e: (e.path, e.stage))
     progress(Progress("group", 0, 1))
     words, variants, extras = _words(files, spec, transforms=transforms)
@@ -203,6 +215,7 @@ def scan(
     groups = build_groups(
         files, words, threshold, method=index, key=key_for, ignored=ignored,
         variants=variants, transform_names=TRANSFORMS, extras=extras,
+        links=_partial_links(features) if partial else None,
     )
     if new_since is not None:
         added = cache.added_at(os.path.abspath(f.path) for f in files)
@@ -238,7 +251,29 @@ def _settings_fields(settings: ScanSettings) -> dict:
 def _settings_dict(settings: ScanSettings) -> dict:
     d = _settings_fields(settings)
     d.pop("new_since", None)
+    if not d.get("partial"):
+        d.pop("partial", None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _partial_features(files: Sequence[HashedFile], executor, orient: bool, progress) -> list:
+    """Local features of each file (None for blank, flat or tiny ones: they match only identical files)."""
+    from .partial import features_for
+
+    eligible = [i for i, f in enumerate(files) if not is_low_information(f)]
+    found = features_for([files[i].path for i in eligible], executor=executor,
+                         workers=getattr(executor, "workers", 1), orient=orient, progress=progress)
+    features = [None] * len(files)
+    for i, f in zip(eligible, found):
+        features[i] = f
+    return features
+
+
+def _partial_links(features: list) -> dict:
+    """``(i, j) -> (what file j is to file i, box)`` for every verified partial copy."""
+    from .partial import find_partial, relations
+
+    return relations(find_partial(features))
 
 
 def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool):

@@ -205,3 +205,26 @@ def test_references_must_agree_on_the_hash(world, tmp_path, capsys):
     code = main(["match", "-r", str(refs), "-r", str(tmp_path / "pdq.txt"), str(targets), "-q", "-j", "0"])
     assert code == ExitStatus.ERROR
     assert "cannot be compared" in capsys.readouterr().err
+
+
+def test_crops_turns_and_watermarks_are_found_through_an_index(world, tmp_path):
+    from .test_transforms import badge, centre_crop, small_turn
+
+    refs, targets, protected = world
+    edits = {"crop20": lambda im: centre_crop(im, 0.2), "turn4": lambda im: small_turn(im, 4),
+             "badge": badge, "crop20m": lambda im: centre_crop(im, 0.2).transpose(T.FLIP_LEFT_RIGHT)}
+    for src in protected[:6]:
+        for name, make in edits.items():
+            make(open_rgb(src)).save(targets / f"{src.stem}_{name}.jpg", quality=88)
+    idx = tmp_path / "refs.dfi"
+    save_reference(build_reference([refs], workers=0)[0], idx)
+    loaded = load_reference(idx)
+    assert loaded.extras is not None and loaded.variants is not None
+    found = by_name(match([targets], loaded, workers=0))
+    for name in edits:
+        hits = [found.get(f"{src.stem}_{name}.jpg") for src in protected[:6]]
+        assert sum(h is not None for h in hits) >= 5, name
+        for src, h in zip(protected[:6], hits):
+            if h is not None:
+                assert Path(h.best.reference).name == src.name
+                assert h.best.transform in ("", "crop", "rotate", "edited", "crop+mirror", "rotate+mirror")

@@ -1,0 +1,240 @@
+"""``--partial``: crops at any offset, square cuts, pictures inside screenshots and collages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("cv2")
+
+import dupfinder  # noqa: E402
+from dupfinder.cli import ExitStatus, main  # noqa: E402
+from dupfinder.match import build_reference, match  # noqa: E402
+from dupfinder.models import UsageError  # noqa: E402
+from dupfinder.partial import PartialMatch, find_partial, image_features, relations  # noqa: E402
+
+from .conftest import ORIGINALS, open_rgb  # noqa: E402
+
+MIRROR = Image.Transpose.FLIP_LEFT_RIGHT
+# Pairs of sample photos that look alike: two snowy mountain ranges, two
+# pagodas, two couples, two portraits of a woman, two facades with rows of
+# windows, two dark blue scenes.
+LOOKALIKES = [("p0001", "p0009"), ("p0013", "p0033"), ("p0019", "p0030"), ("p0010", "p0023"),
+              ("p0017", "p0037"), ("p0016", "p0022")]
+
+
+def photo(stem: str) -> Image.Image:
+    return open_rgb(next(ORIGINALS.glob(f"{stem}.*")))
+
+
+def crop(im: Image.Image, box, scale: float = 1.0) -> Image.Image:
+    part = im.crop(box)
+    return part.resize((round(part.width * scale), round(part.height * scale)), Image.Resampling.LANCZOS)
+
+
+def on_canvas(im: Image.Image, size, at, *, textured: bool = False) -> Image.Image:
+    canvas = Image.new("RGB", size, (40, 90, 160))
+    if textured:  # a page: bands of colour and lines of text around the picture
+        draw = ImageDraw.Draw(canvas)
+        for y in range(0, size[1], 14):
+            draw.rectangle((0, y, size[0], y + 6), fill=(230, 230 - y % 50, 200))
+            draw.text((4, y), "Lorem ipsum dolor sit amet consectetur " * 3, fill=(20, 20, 20))
+    canvas.paste(im, at)
+    return canvas
+
+
+def collage(im: Image.Image, others, where: int) -> tuple[Image.Image, tuple]:
+    w, h = im.size
+    sheet = Image.new("RGB", (2 * w + 12, 2 * h + 12), "white")
+    tiles = iter(o.resize((w, h)) for o in others)
+    box = None
+    for slot in range(4):
+        x, y = 4 + (slot % 2) * (w + 4), 4 + (slot // 2) * (h + 4)
+        if slot == where:
+            sheet.paste(im, (x, y))
+            box = (x, y, x + w, y + h)
+        else:
+            sheet.paste(next(tiles), (x, y))
+    return sheet, box
+
+
+def relation(original: Image.Image, copy: Image.Image) -> PartialMatch:
+    found = find_partial([image_features(original), image_features(copy)])
+    assert len(found) == 1, found
+    return found[0]
+
+
+def close(box, truth, tolerance: int = 4) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(box, truth))
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("stem, box, scale", [
+    ("p0005", (70, 10, 320, 215), 1.0),  # ~67% of the area, off centre, touching an edge
+    ("p0028", (0, 40, 270, 240), 0.8),  # ~70%, a corner, resized
+    ("p0013", (180, 0, 607, 427), 0.75),  # a square cut at the right, resized
+])
+def test_a_crop_at_any_offset_is_found_with_its_box(stem, box, scale, mirrored):
+    original = photo(stem)
+    copy = crop(original, box, scale)
+    if mirrored:
+        copy = copy.transpose(MIRROR)
+    m = relation(original, copy)
+    assert (m.a, m.b, m.kind, m.mirrored) == (0, 1, "crop", mirrored)
+    assert close(m.box, box), (m.box, box)
+    assert m.transform == ("crop+mirror" if mirrored else "crop")
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("stem, size, at, textured", [
+    ("p0020", (700, 520), (330, 40), False),  # the picture is 21% of a uniform canvas
+    ("p0034", (460, 420), (20, 150), True),  # 40% of a page with text around it
+])
+def test_a_picture_inside_a_larger_frame_is_contained(stem, size, at, textured, mirrored):
+    original = photo(stem)
+    copy = on_canvas(original, size, at, textured=textured)
+    truth = (at[0], at[1], at[0] + original.width, at[1] + original.height)
+    if mirrored:
+        copy = copy.transpose(MIRROR)
+        truth = (size[0] - truth[2], truth[1], size[0] - truth[0], truth[3])
+    m = relation(original, copy)
+    assert (m.kind, m.mirrored) == ("contained", mirrored)
+    # The canvas is scaled to 512 px for its features: a few pixels of it are more.
+    assert close(m.box, truth, tolerance=6), (m.box, truth)
+
+
+@pytest.mark.parametrize("where", [0, 3])
+def test_a_picture_in_a_two_by_two_collage_is_found(where):
+    original = photo("p0035")
+    sheet, truth = collage(original, [photo(s) for s in ("p0006", "p0018", "p0027")], where)
+    m = relation(original, sheet)
+    assert m.kind == "contained"
+    assert close(m.box, truth, tolerance=6), (m.box, truth)
+
+
+def test_photos_that_look_alike_are_not_partial_copies(photos):
+    # Every pair of the 36 sample photos, the look-alikes among them, and
+    # crops of each look-alike against the other: no partial match at all.
+    features = [image_features(open_rgb(p)) for p in photos]
+    assert find_partial(features) == []
+    for x, y in LOOKALIKES:
+        a, b = photo(x), photo(y)
+        w, h = b.size
+        parts = [crop(b, (0, 0, int(w * 0.8), int(h * 0.8))), crop(b, (int(w * 0.25), 0, w, h))]
+        sheet = on_canvas(b, (b.width + 200, b.height + 150), (100, 75))
+        assert find_partial([image_features(a)], queries=[image_features(p) for p in [*parts, sheet]]) == [], (x, y)
+
+
+def test_relations_name_both_directions():
+    rel = relations([PartialMatch(3, 7, "contained", (10, 20, 110, 95), 40, False)])
+    assert rel[3, 7] == ("contained", (10, 20, 110, 95))
+    assert rel[7, 3] == ("crop", (10, 20, 110, 95))
+
+
+def test_a_file_without_keypoints_is_just_not_matched():
+    flat = image_features(Image.new("L", (320, 240), 128))
+    assert len(flat) == 0
+    assert find_partial([flat, image_features(photo("p0005")), None]) == []
+
+
+@pytest.fixture
+def partial_tree(tmp_path):
+    """Three photos, a crop of one, a mirrored screenshot of another, and an unrelated photo."""
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    for stem in ("p0005", "p0020", "p0031"):
+        shutil.copyfile(ORIGINALS / f"{stem}.jpg", folder / f"{stem}.jpg")
+    crop(photo("p0005"), (70, 10, 320, 215)).save(folder / "cropped.jpg", quality=90)
+    on_canvas(photo("p0020"), (600, 480), (200, 100), textured=True).transpose(MIRROR).save(
+        folder / "screenshot.jpg", quality=90)
+    return folder
+
+
+def test_scan_groups_partial_copies_only_in_partial_mode(partial_tree):
+    plain = dupfinder.scan([partial_tree], workers=0)
+    assert plain.groups == ()
+    result = dupfinder.scan([partial_tree], workers=0, partial=True)
+    groups = {tuple(sorted(Path(m.path).name for m in g.members)): g for g in result.groups}
+    assert set(groups) == {("cropped.jpg", "p0005.jpg"), ("p0020.jpg", "screenshot.jpg")}
+    crop_group = groups["cropped.jpg", "p0005.jpg"]
+    assert crop_group.keep.path.endswith("p0005.jpg")  # more pixels
+    member = crop_group.members[1]
+    assert (member.transform, close(member.box, (70, 10, 320, 215))) == ("crop", True)
+    shot = groups["p0020.jpg", "screenshot.jpg"]
+    assert shot.keep.path.endswith("screenshot.jpg")
+    # The kept screenshot holds p0020 (mirrored) at x 600-520..600-200: p0020 is a part of it.
+    assert shot.members[1].transform == "crop+mirror"
+    assert close(shot.members[1].box, (80, 100, 400, 340), tolerance=6), shot.members[1].box
+
+
+def test_cli_scan_partial_writes_the_box(partial_tree, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["scan", "--partial", "--no-cache", "--workers", "0", "-q", "-f", "json", "-o", str(out),
+                 str(partial_tree)])
+    assert code == ExitStatus.DUPLICATES_FOUND
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["partial"] is True
+    boxes = {Path(m["path"]).name: (m["transform"], m.get("box")) for g in doc["groups"] for m in g["members"]}
+    assert boxes["cropped.jpg"][0] == "crop" and close(boxes["cropped.jpg"][1], (70, 10, 320, 215))
+    assert boxes["p0005.jpg"] == ("", None)  # the kept file has no box
+    # Without --partial the report has neither the setting nor boxes.
+    code = main(["scan", "--no-cache", "--workers", "0", "-q", "-f", "json", "-o", str(out), str(partial_tree)])
+    doc = json.loads(out.read_text())
+    assert code == ExitStatus.NO_DUPLICATES and "partial" not in doc["settings"]
+
+
+def test_match_partial_finds_targets_that_copy_part_of_a_reference(partial_tree, tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for stem in ("p0005", "p0020"):
+        shutil.copyfile(ORIGINALS / f"{stem}.jpg", refs / f"{stem}.jpg")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for name in ("cropped.jpg", "screenshot.jpg", "p0031.jpg"):
+        shutil.copyfile(partial_tree / name, targets / name)
+    index, _ = build_reference([refs], workers=0)
+    assert match([targets], index, workers=0).matches == ()
+    result = match([targets], index, workers=0, partial=True)
+    got = {Path(m.path).name: (Path(m.best.reference).name, m.best.transform) for m in result.matches}
+    assert got == {"cropped.jpg": ("p0005.jpg", "crop"), "screenshot.jpg": ("p0020.jpg", "contained+mirror")}
+    shot = next(m for m in result.matches if m.path.endswith("screenshot.jpg"))
+    assert close(shot.best.box, (80, 100, 400, 340), tolerance=6), shot.best.box
+
+    out = tmp_path / "copies.json"
+    code = main(["match", "--partial", "--no-cache", "--workers", "0", "-q", "-r", str(refs), "-f", "json",
+                 "-o", str(out), str(targets)])
+    assert code == ExitStatus.DUPLICATES_FOUND
+    doc = json.loads(out.read_text())
+    hits = {Path(m["path"]).name: m["references"][0] for m in doc["matches"]}
+    assert hits["cropped.jpg"]["transform"] == "crop" and len(hits["cropped.jpg"]["box"]) == 4
+
+
+def test_partial_without_opencv_says_how_to_install_it(partial_tree, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # "import cv2" now raises ImportError
+    with pytest.raises(UsageError, match="pip install 'dupfinder\\[partial\\]'"):
+        dupfinder.scan([partial_tree], workers=0, partial=True)
+    code = main(["scan", "--partial", "--no-cache", "--workers", "0", str(partial_tree)])
+    err = capsys.readouterr().err
+    assert code == ExitStatus.ERROR
+    assert "pip install 'dupfinder[partial]'" in err and "Traceback" not in err
+    code = main(["match", "--partial", "--no-cache", "--workers", "0", "-r", str(partial_tree), str(partial_tree)])
+    assert code == ExitStatus.ERROR
+    assert "pip install 'dupfinder[partial]'" in capsys.readouterr().err
+    # Without --partial nothing needs OpenCV.
+    assert main(["scan", "--no-cache", "--workers", "0", "-q", str(partial_tree)]) == ExitStatus.NO_DUPLICATES
+
+
+def test_the_default_scan_imports_neither_opencv_nor_the_partial_module(partial_tree):
+    code = (
+        "import sys, dupfinder; dupfinder.scan([sys.argv[1]], workers=0); "
+        "print('cv2' in sys.modules, 'dupfinder.partial' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(partial_tree)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["False", "False"]
