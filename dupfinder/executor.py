@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol, TypeVar
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerCrashed", "make_executor"]
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -144,6 +144,8 @@ def make_executor(workers: int | None, *, jobs: int) -> Executor:
 
     >>> type(make_executor(0, jobs=1000)).__name__, type(make_executor(None, jobs=3)).__name__
     ('InlineExecutor', 'InlineExecutor')
+    >>> type(make_executor(2, jobs=1000)).__name__
+    'LazyExecutor'
     """
     if workers is None:
         workers = os.cpu_count() or 1
@@ -151,8 +153,50 @@ def make_executor(workers: int | None, *, jobs: int) -> Executor:
             workers = 0
     if workers <= 0:
         return InlineExecutor()
-    # Forked workers inherit what the parent has imported: scipy's DCT,
-    # which every worker needs, would otherwise cost each of them 150 ms.
-    import scipy.fftpack  # noqa: F401
+    return LazyExecutor(workers)
 
-    return ProcessExecutor(workers)
+
+class LazyExecutor:
+    """A process pool started only when work first arrives.
+
+    A nightly re-scan of an unchanged tree decodes nothing: it should not
+    pay for starting processes (nor for importing scipy, 0.4 s of a 0.8 s
+    warm scan of 3000 files).
+
+    >>> ex = LazyExecutor(2)
+    >>> ex.started
+    False
+    >>> ex.close()
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def map_unordered(self, fn, items):
+        items = iter(items)
+        try:
+            first = next(items)
+        except StopIteration:
+            return
+        if self._pool is None:
+            # Forked workers inherit what the parent has imported: scipy's
+            # DCT, which every worker needs, would otherwise cost each 150 ms.
+            import scipy.fftpack  # noqa: F401
+
+            self._pool = ProcessExecutor(self.workers)
+        yield from self._pool.map_unordered(fn, _chain_first(first, items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
