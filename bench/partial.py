@@ -358,6 +358,92 @@ def score_direct(matches, paths: Sequence[str], truths: Sequence[PartialTruth], 
     }
 
 
+# --- the alternatives it was measured against (--compare) --------------------------------
+
+# Window sides (as a share of each side) and offsets of the region-hash grid:
+# a crop keeping 60-90% of the area keeps 77-95% of each side.
+GRID_SIDES = (0.95, 0.9, 0.85, 0.8, 0.75)
+GRID_STEPS = 5
+
+
+def _upright_grey(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("L")
+
+
+def grid_hashes(img: Image.Image) -> np.ndarray:
+    """pHashes of a grid of windows: each side of GRID_SIDES, at GRID_STEPS x GRID_STEPS offsets."""
+    from dupfinder.hashes import phash
+
+    w, h = img.size
+    out = []
+    for side in GRID_SIDES:
+        for i in range(GRID_STEPS):
+            for j in range(GRID_STEPS):
+                left, top = (1 - side) * w * i / (GRID_STEPS - 1), (1 - side) * h * j / (GRID_STEPS - 1)
+                out.append(phash(img.crop((round(left), round(top), round(left + side * w), round(top + side * h)))))
+    return np.concatenate(out)
+
+
+def trimmed(img: Image.Image, tolerance: int = 12) -> Image.Image:
+    """The image less uniform margins (the colour of its top-left pixel, within ``tolerance``)."""
+    from PIL import ImageChops
+
+    background = Image.new("L", img.size, img.getpixel((0, 0)))
+    diff = ImageChops.difference(img, background).point(lambda v: 255 if v > tolerance else 0)
+    box = diff.getbbox()
+    return img.crop(box) if box else img
+
+
+def compare_alternatives(truths: Sequence[PartialTruth], threshold: int = 5) -> dict:
+    """Recall per kind and false pairs of two hash-only designs, on the same tree.
+
+    * ``grid``: each file's whole pHash (as is and mirrored) against the
+      pHashes of a grid of windows of every other file (125 per file);
+    * ``trim``: pHash of each file with its uniform margins trimmed, as is
+      and mirrored, against the others' (trimmed too).
+    """
+    from dupfinder.hashes import phash
+    from dupfinder.index import find_matches
+
+    paths = [t.path for t in truths]
+    started = time.perf_counter()
+    whole, grids, trims = [], [], []
+    for p in paths:
+        img = _upright_grey(p)
+        flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        whole.append(np.concatenate([phash(img), phash(flipped)]))
+        grids.append(grid_hashes(img))
+        t = trimmed(img)
+        trims.append(np.concatenate([phash(t), phash(t.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]))
+    hashing = time.perf_counter() - started
+    per = len(grids[0])
+    out = {}
+    for name, queries, q_per, db, d_per in (
+        ("grid", np.concatenate(whole), 2, np.concatenate(grids), per),
+        ("trim", np.concatenate(trims), 2, np.concatenate([t[:1] for t in trims]), 1),
+    ):
+        m = find_matches(queries, db, threshold)
+        a, b = np.asarray(m.left) // q_per, np.asarray(m.right) // d_per
+        keep = a != b
+        out[name] = {tuple(sorted(x)) for x in zip(a[keep].tolist(), b[keep].tolist())}
+    cluster = [t.original for t in truths]
+    where = {t.path: i for i, t in enumerate(truths)}
+    result = {"hash_seconds": hashing}
+    for name, pairs in out.items():
+        found, total = Counter(), Counter()
+        for t in truths:
+            if t.kind != "original":
+                total[t.kind] += 1
+                found[t.kind] += tuple(sorted((where[t.path], where[t.original]))) in pairs
+        result[name] = {
+            "recall": {k: found[k] / total[k] for k in KINDS if total[k]},
+            "false": sum(1 for i, j in pairs if cluster[i] != cluster[j]),
+            "pairs": len(pairs),
+        }
+    return result
+
+
 # --- runs --------------------------------------------------------------------------------
 
 
@@ -390,6 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--box-tolerance", type=float, default=0.03,
                         help="largest box edge error, as a share of the box's size, that counts as right")
     parser.add_argument("--examples", type=int, default=8, help="misses and false pairs to print (default 8)")
+    parser.add_argument("--camera", type=int, default=0, metavar="N",
+                        help="also time both scans on N camera-size (12 MP) JPEGs made from the photos")
+    parser.add_argument("--compare", action="store_true",
+                        help="also measure two hash-only designs: a grid of window hashes, and margin trimming")
     args = parser.parse_args(argv)
     photos = list_photos(args.photos)
     if len(photos) < 4:
@@ -480,6 +570,33 @@ def _run(args, photos: list[Path], tree: Path) -> int:
     ratio = default_seconds / partial_seconds
     print(f"  --partial images/s / default images/s (each summed over its two runs): {ratio:.2f} "
           f"{_mark(ratio, SPEED_TARGET)} (target {SPEED_TARGET})")
+    if args.camera:
+        from hashing import build_camera  # bench/hashing.py: the same 12 MP JPEGs it times
+
+        camera = tree / "camera"
+        started = time.perf_counter()
+        build_camera(photos, camera, args.camera, args.workers or os.cpu_count() or 1)
+        print(f"\n{args.camera} camera JPEGs (12 MP, quality 90) made in {time.perf_counter() - started:.0f} s; "
+              "speed on them:")
+        timed_scan(camera, workers=args.workers, partial=False)
+        seconds = {False: 0.0, True: 0.0}
+        for partial in (False, True, False, True):
+            result, took = timed_scan(camera, workers=args.workers, partial=partial)
+            seconds[partial] += took
+            label = "--partial" if partial else "default"
+            print(f"  {label:<14} {took:7.2f} s  {len(result.files) / took:8.1f} images/s")
+        ratio = seconds[False] / seconds[True]
+        print(f"  --partial images/s / default images/s: {ratio:.2f} {_mark(ratio, SPEED_TARGET)} "
+              f"(target {SPEED_TARGET})")
+    if args.compare:
+        print()
+        print("hash-only alternatives, direct recall per kind (pHash, threshold 5, one process):")
+        c = compare_alternatives(truths)
+        print(f"  {'kind':<16}{'grid':>8}{'trim':>8}{'partial':>9}")
+        for k in KINDS:
+            print(f"  {k:<16}{c['grid']['recall'][k]:8.3f}{c['trim']['recall'][k]:8.3f}{d['found'][k]:9.3f}")
+        print(f"  pairs between different photos: grid {c['grid']['false']}, trim {c['trim']['false']}, "
+              f"partial {len(d['false_edges'])}; hashing both took {c['hash_seconds']:.1f} s")
     return 0
 
 

@@ -54,7 +54,7 @@ class ExitStatus(IntEnum):
 class ProgressBars:
     """Draws the core's Progress records as tqdm bars on stderr (or nothing)."""
 
-    LABELS = {"walk": "finding files", "hash": "hashing", "group": "grouping"}
+    LABELS = {"walk": "finding files", "hash": "hashing", "features": "local features", "group": "grouping"}
 
     def __init__(self, enabled: bool):
         self.enabled = enabled

@@ -269,11 +269,11 @@ def _partial_features(files: Sequence[HashedFile], executor, orient: bool, progr
     return features
 
 
-def _partial_links(features: list) -> dict:
-    """``(i, j) -> (what file j is to file i, box)`` for every verified partial copy."""
-    from .partial import find_partial, relations
+def _partial_links(features: list):
+    """``(i, j) -> (what file j is to file i, box)`` for the verified partial copies (a lazy Mapping)."""
+    from .partial import partial_relations
 
-    return relations(find_partial(features))
+    return partial_relations(features)
 
 
 def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool):

@@ -238,3 +238,36 @@ def test_the_default_scan_imports_neither_opencv_nor_the_partial_module(partial_
     out = subprocess.run([sys.executable, "-c", code, str(partial_tree)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_cached_rescan_gives_the_same_partial_groups(partial_tree, tmp_path):
+    # Hashes come from the cache the second time; features are computed again.
+    from dupfinder.cache import Cache
+
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        first = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        again = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+    assert again.counts["cached"] == len(again.files)
+    assert first.groups == again.groups
+
+
+def test_an_ignored_pair_is_not_grouped_by_its_partial_match(partial_tree, tmp_path):
+    from dupfinder.cache import Cache
+
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        from dupfinder.fingerprint import file_digest
+
+        cache.ignore(file_digest(str(partial_tree / "cropped.jpg")), file_digest(str(partial_tree / "p0005.jpg")))
+        cache.commit()
+        result = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+    names = [sorted(Path(m.path).name for m in g.members) for g in result.groups]
+    assert names == [["p0020.jpg", "screenshot.jpg"]]
+
+
+def test_match_partial_needs_reference_images(partial_tree, tmp_path, capsys):
+    hashes = tmp_path / "hashes.txt"
+    assert main(["hash", str(partial_tree / "p0005.jpg")]) == ExitStatus.NO_DUPLICATES
+    hashes.write_text(capsys.readouterr().out.split()[0] + ",logo\n")
+    code = main(["match", "--partial", "--no-cache", "--workers", "0", "-r", str(hashes), str(partial_tree)])
+    assert code == ExitStatus.ERROR
+    assert "needs the reference images" in capsys.readouterr().err
