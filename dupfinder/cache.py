@@ -34,11 +34,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .models import DupfinderError
+
 __all__ = [
     "SCHEMA_VERSION",
     "HASH_VERSION",
     "Cache",
     "CacheBusyError",
+    "CacheError",
     "CachedResult",
     "CacheInfo",
     "default_cache_path",
@@ -98,6 +101,10 @@ CREATE TABLE IF NOT EXISTS ignored (
 
 class CacheBusyError(RuntimeError):
     """Another dupfinder process holds the cache; this one does not wait."""
+
+
+class CacheError(DupfinderError, OSError):
+    """A cache path that cannot be used at all (a folder, no permission)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +221,10 @@ class Cache:
         return db
 
     def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:" and os.path.lexists(self.path) and not os.path.isfile(self.path):
+            # Never move a folder (or a device) aside: it is not a cache of ours.
+            msg = f"the cache path {self.path} is not a file; give --cache a file name"
+            raise CacheError(msg)
         try:
             db = self._connect()
             version = self._schema_version(db)
@@ -224,6 +235,12 @@ class Cache:
                 return db
             db.close()
             reason = f"schema version {version}, this dupfinder uses {SCHEMA_VERSION}"
+        except sqlite3.OperationalError as exc:
+            if "unable to open" in str(exc):
+                # Permissions or a missing folder: the file is not damaged.
+                msg = f"cannot open the cache {self.path}: {exc}"
+                raise CacheError(msg) from None
+            reason = f"unreadable ({exc})"
         except sqlite3.DatabaseError as exc:
             reason = f"unreadable ({exc})"
         self._move_aside(reason)

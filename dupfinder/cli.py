@@ -149,9 +149,9 @@ def _run_hash(args) -> int:
 def _summary(result: ScanResult, args) -> str:
     c = result.counts
     text = (
-        f"{plural(c.get('hashed', 0), 'image')} hashed ({c.get('cached', 0)} from the cache), "
-        f"{plural(c.get('groups', 0), 'group')}, {plural(c.get('duplicates', 0), 'duplicate')}, "
-        f"{c.get('errors', 0)} unreadable"
+        f"{plural(c.get('found', 0), 'file')} ({c.get('cached', 0)} answered by the cache): "
+        f"{plural(c.get('hashed', 0), 'image')} hashed, {c.get('errors', 0)} unreadable; "
+        f"{plural(c.get('groups', 0), 'group')}, {plural(c.get('duplicates', 0), 'duplicate')}"
     )
     if result.errors and args.format == "csv" and not args.errors:
         text += " (listed above; --errors FILE saves them)"

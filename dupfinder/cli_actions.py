@@ -21,7 +21,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from . import hashes
+from .fingerprint import ALGORITHMS, COMPAT_MODES
 from .actions import ACTIONS, apply_plan, describe, plan_actions, purge, undo
 from .html_report import human_size
 from .models import DupfinderError
@@ -61,9 +61,13 @@ def register(subparsers) -> None:
                    help="a folder of originals: never touched, like --protect (repeatable)")
     a.add_argument("--journal", metavar="FILE", help="the undo journal to write (default: beside "
                    "the report, named REPORT-apply-TIMESTAMP.jsonl)")
-    a.add_argument("--algorithm", "-a", choices=hashes.ALGORITHMS, default="phash",
+    a.add_argument("--algorithm", "-a", choices=ALGORITHMS, default="phash",
                    help="the hash the report was made with, to check that each file is still "
                    "the one scanned (default: phash)")
+    a.add_argument("--compat", choices=COMPAT_MODES, default=None,
+                   help="the report was made with --compat imagehash: check hashes the same way")
+    a.add_argument("--no-orient", dest="orient", action="store_false",
+                   help="the report was made with --no-orient: check hashes the same way")
     a.add_argument("--trash-dir", metavar="DIR", help="use DIR (with files/ and info/ inside) "
                    "instead of the desktop trash (also: $DUPFINDER_TRASH_DIR)")
     a.set_defaults(handler=run_apply)
@@ -146,6 +150,7 @@ def run_apply(args: argparse.Namespace) -> int:
         plan = plan_actions(
             read_csv(args.report), action=args.action, to=args.to, root=args.root,
             protect=args.protect, reference=args.reference, algorithm=args.algorithm,
+            compat=args.compat, orient=args.orient,
         )
         # Named in a dry run too (nothing is created): the backup folder beside it
         # decides which files can be backed up by a rename.

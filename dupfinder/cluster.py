@@ -243,7 +243,7 @@ def build_groups(
         members_idx = component[component >= m] - m
         if len(members_idx) < 2:
             continue
-        for part in _without_ignored(members_idx, files, variants, threshold, ignored, links):
+        for part in _without_ignored(members_idx, files, variants, threshold, ignored, links, extras):
             groups.append(_make_group(files, part, variants, key, transform_names, extras, threshold, links))
     groups.sort(key=lambda g: g.keep.path)
     return tuple(DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1))
@@ -269,8 +269,13 @@ def _pair_distance(variants: np.ndarray, i: int, j: int) -> int:
     return int(min(a, b))
 
 
-def _without_ignored(members_idx, files, variants, threshold, ignored, links=None):
-    """Split a component again at file level once its ignored pairs are cut."""
+def _without_ignored(members_idx, files, variants, threshold, ignored, links=None, extras=None):
+    """Split a component again at file level once its ignored pairs are cut.
+
+    Every kind of edge counts again here: whole-image distance over
+    orientations, byte-identical content, the extra hashes (crops, turns,
+    edits) and partial-copy links.
+    """
     if not ignored:
         return [members_idx]
     digests = [bytes.fromhex(files[i].digest) if files[i].digest else None for i in members_idx]
@@ -294,8 +299,15 @@ def _without_ignored(members_idx, files, variants, threshold, ignored, links=Non
                 right.append(b)
         for off, other in enumerate(others):
             b = a + 1 + off
+            if (a, b) in cut or d[off] <= threshold:
+                continue
             linked = links and (int(members_idx[a]), int(other)) in links
-            if linked and (a, b) not in cut and d[off] > threshold:
+            if not linked and extras is not None:
+                from .robust import relation
+
+                i, j = int(members_idx[a]), int(other)
+                linked = relation(extras[i], variants[i], extras[j], variants[j], threshold) is not None
+            if linked:
                 left.append(a)
                 right.append(b)
     parts = connected_groups(len(members_idx), np.array(left, np.int64), np.array(right, np.int64))

@@ -90,11 +90,14 @@ def fingerprint_entries(
         yield from result
         done += len(result)
         progress(Progress("hash", done, total))
-    for batch, result in executor.map_unordered(work, [[p] for p in crashed]):
-        if isinstance(result, WorkerCrashed):
-            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
-        else:
-            yield from result
+    # One file at a time, so that a crash is that file's alone: with several
+    # in flight, the death of the pool would fail its innocent neighbours too.
+    for path in crashed:
+        for batch, result in executor.map_unordered(work, [[path]]):
+            if isinstance(result, WorkerCrashed):
+                yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
+            else:
+                yield from result
         done += 1
         progress(Progress("hash", done, total))
 

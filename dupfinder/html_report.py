@@ -186,7 +186,7 @@ def render_html(result: ScanResult, out: TextIO, *, thumb_size: int = 160, page_
     for key, label, value in summary:
         w(f'<div><dt>{_e(label)}</dt><dd id="count-{key}">{_e(value)}</dd></div>\n')
     w("</dl>\n")
-    w(f'<p class="settings">{_e(s.algorithm)}, {_e(s.hash_size * s.hash_size)}-bit hashes, '
+    w(f'<p class="settings">{_e(s.algorithm)}, {_e(256 if s.algorithm == "pdq" else s.hash_size * s.hash_size)}-bit hashes, '
       f"threshold {_e(s.threshold)} bits; scanned: {_e(', '.join(s.roots))}</p>\n")
     if result.errors:
         w(f'<details class="errors"><summary>Files that could not be read ({_e(len(result.errors))})'

@@ -323,7 +323,7 @@ def match(
                 errors.append(item)
                 continue
             if seen is not None:
-                key = os.path.normpath(item.path)
+                key = os.path.abspath(item.path)
                 if key in seen:
                     continue
                 seen.add(key)

@@ -240,6 +240,7 @@ def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None) -> 
     """
     path = os.fspath(path)
     rows: list[tuple[str, str]] = []
+    header_seen = False
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             for number, line in enumerate(f, start=1):
@@ -249,7 +250,8 @@ def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None) -> 
                 parts = _SPLIT.split(text, maxsplit=1)
                 first = parts[0].strip('"')
                 if not _HEX.fullmatch(first) or len(first) % 16:
-                    if not rows and number <= 1:
+                    if not rows and not header_seen:
+                        header_seen = True
                         continue  # a header line
                     msg = f"{path}:{number}: {first[:40]!r} is not a hex hash of 64 or 256 bits"
                     raise IndexFormatError(msg)

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -300,6 +301,12 @@ def _render_html(result: ScanResult, out: io.TextIOBase) -> None:
 _RENDERERS = {"csv": render_csv, "json": render_json, "html": _render_html}
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[io.TextIOBase]:
     """Open a text file that appears at ``path`` only once it is complete.
@@ -316,8 +323,15 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    try:
+        # mkstemp makes 0600 files; a report gets the mode of the one it
+        # replaces, or what the umask gives a new file, as `>` would.
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, mode)
         mode = {"mode": "wb"} if binary else {
             "mode": "w", "encoding": "utf-8", "errors": "surrogateescape", "newline": ""
         }

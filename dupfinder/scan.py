@@ -85,7 +85,7 @@ def walk_entries(
             errors.append(item)
             continue
         # Overlapping roots ("scan a a/b") must not list a file twice.
-        entries.setdefault(os.path.normpath(item.path), item)
+        entries.setdefault(os.path.abspath(item.path), item)
         found += 1
         if found % 500 == 0:
             progress(Progress("walk", found))
@@ -188,7 +188,7 @@ def scan(
         if new_since == "last":
             new_since = cache.last_completed_scan(settings.roots, before=scan_id)
             if new_since is None:
-                new_since = float("-inf")  # no earlier scan: everything is new
+                new_since = 0.0  # no earlier scan: everything is new
 
     entries, errors = walk_entries(settings, progress)
     own_executor = executor is None
@@ -226,7 +226,7 @@ def scan(
             cache.prune(under=[os.path.abspath(r) for r in settings.roots])
         cache.finish_scan(scan_id)
     return ScanResult(
-        settings=ScanSettings(**{**_settings_fields(settings), "new_since": new_since if new_since != float("-inf") else None}),
+        settings=ScanSettings(**{**_settings_fields(settings), "new_since": new_since}),
         files=tuple(files),
         groups=groups,
         errors=tuple(errors),

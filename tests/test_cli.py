@@ -37,7 +37,7 @@ def test_scan_finds_duplicates_and_exits_1(dup_tree, tmp_path, capsys):
     rows = read_csv(out)
     assert {Path(r["path"]).name for r in rows} == {"p0001.jpg", "small_copy.jpg"}
     err = capsys.readouterr().err
-    assert "5 images hashed (0 from the cache), 1 group, 1 duplicate, 0 unreadable" in err
+    assert "5 files (0 answered by the cache): 5 images hashed, 0 unreadable; 1 group, 1 duplicate" in err
 
 
 def test_scan_without_duplicates_exits_0(photos, tmp_path):
