@@ -13,6 +13,7 @@ reference turned by the inverse of ``t``, and the report names that.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -309,7 +310,6 @@ def match(
             by_digest.setdefault(d, []).append(i)
 
     own = executor is None
-    executor = executor or make_executor(workers if workers is not None else None, jobs=chunk)
     matches: list[Match] = []
     errors: list[ScanError] = []
     counts = {"targets": 0, "hashed": 0, "decoded": 0, "cached": 0, "low_information": 0}
@@ -329,9 +329,15 @@ def match(
                 seen.add(key)
             yield item
 
+    # The first chunk tells how much work there is: a handful of targets is
+    # hashed in this process rather than by a pool that costs more to start.
+    chunks = _chunks(entries(), chunk)
+    first = next(chunks, [])
+    if executor is None:
+        executor = make_executor(workers, jobs=len(first) + (len(reference) if partial else 0))
     try:
         ref_features = _reference_features(reference, executor, orient) if partial else None
-        for batch in _chunks(entries(), chunk):
+        for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))
 
