@@ -75,38 +75,14 @@ CAMERA_SIZES = [(4000, 3000), (3000, 4000), (4032, 3024), (3024, 4032), (1920, 1
 SRC_ROOT = REPO
 
 
-def source_digest(package: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(package.rglob("*.py")):
-        h.update(p.relative_to(package).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()[:12]
+from _snapshot import live_changed_note, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
     """Point SRC_ROOT (child processes and this one) at a copy of dupfinder/, or at the tree."""
     global SRC_ROOT
-    if live:
-        SRC_ROOT = REPO
-    else:
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(REPO / "dupfinder", dest / "dupfinder", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        SRC_ROOT = dest
-    if str(SRC_ROOT) not in sys.path:
-        sys.path.insert(0, str(SRC_ROOT))
-    digest = source_digest(SRC_ROOT / "dupfinder")
-    where = "the working tree (--live)" if live else f"a snapshot of {REPO / 'dupfinder'} taken at start ({dest})"
-    return f"dupfinder source: {where}, sources sha256 {digest}"
-
-
-def live_changed_note(start_digest_line: str) -> str:
-    now = source_digest(REPO / "dupfinder")
-    was = start_digest_line.rsplit(" ", 1)[-1]
-    if now == was:
-        return f"dupfinder/ in the working tree is unchanged since the start ({now})"
-    return f"note: dupfinder/ in the working tree changed during the run (now {now}); the figures are for {was}"
-
+    SRC_ROOT, line = snapshot(dest, live)
+    return line
 
 
 # -- measuring ------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""Which dupfinder a benchmark measures: a snapshot of dupfinder/ taken at start, or the tree.
+
+Others may edit the working tree while a long benchmark runs; one run must
+measure one version, so the benchmarks copy ``dupfinder/`` first (``--live``
+measures the working tree instead) and say at the end whether it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def source_digest(package: Path) -> str:
+    """A short digest of every .py file under a package folder."""
+    h = hashlib.sha256()
+    for p in sorted(package.rglob("*.py")):
+        h.update(p.relative_to(package).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def snapshot(dest: Path, live: bool) -> tuple[Path, str]:
+    """Copy dupfinder/ to dest (unless live) and import from there; returns (root, a line to print)."""
+    if live:
+        root = REPO
+    else:
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(REPO / "dupfinder", dest / "dupfinder", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        root = dest
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    digest = source_digest(root / "dupfinder")
+    where = "the working tree (--live)" if live else f"a snapshot of {REPO / 'dupfinder'} taken at start ({dest})"
+    return root, f"dupfinder source: {where}, sources sha256 {digest}"
+
+
+def live_changed_note(start_digest_line: str) -> str:
+    """Whether the working tree's dupfinder/ changed since the run began."""
+    now = source_digest(REPO / "dupfinder")
+    was = start_digest_line.rsplit(" ", 1)[-1]
+    if now == was:
+        return f"dupfinder/ in the working tree is unchanged since the start ({now})"
+    return f"note: dupfinder/ in the working tree changed during the run (now {now}); the figures are for {was}"
