@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
 # entries stop matching instead of mixing with new ones.
-HASH_VERSION = 5
+HASH_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,7 +148,7 @@ def spec_key(algorithm: str, hash_size: int, decode: str) -> str:
     """The part of a result's key that names how it was computed.
 
     >>> spec_key("phash", 8, "orient")
-    'phash:8:orient:v5'
+    'phash:8:orient:v6'
     """
     return f"{algorithm}:{hash_size}:{decode}:v{HASH_VERSION}"
 
@@ -168,9 +168,9 @@ class Cache:
 
     >>> with Cache(":memory:") as c:
     ...     c.put_file("a.jpg", size=3, mtime_ns=7, digest=b"d")
-    ...     c.put_result(b"d", "phash:8:orient:v5", CachedResult("ff", 1, 1))
+    ...     c.put_result(b"d", "phash:8:orient:v6", CachedResult("ff", 1, 1))
     ...     c.commit()
-    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v5")
+    ...     c.lookup("a.jpg", size=3, mtime_ns=7, spec="phash:8:orient:v6")
     CachedResult(hash='ff', width=1, height=1, error_stage=None, error_message=None, variants=None, quality=None, extras=None, digest=b'd')
     """
 

@@ -126,14 +126,19 @@ def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) ->
     )
     if isinstance(decoded, ScanError):
         return decoded
+    image = decoded.image
     try:
-        variants, quality = _variants(decoded.image, spec)
+        if spec.algorithm != "pdq" and image.mode != "L":
+            # Every hash but PDQ starts with convert("L"): do it once, not
+            # once per hash (the result is the same image).
+            image = image.convert("L")
+        variants, quality = _variants(image, spec)
     except (ValueError, MemoryError) as exc:
         return ScanError(path, "hash", str(exc) or type(exc).__name__)
-    text = "".join(hashes.to_hex(v) for v in variants)
+    text = hashes.to_hex(variants)  # row after row, as to_hex of each joined
     extras = ""
     if spec.algorithm == "phash" and not compat:
-        extras = "".join(hashes.to_hex(v) for v in extra_hashes(decoded.image, hash_size=spec.hash_size))
+        extras = hashes.to_hex(extra_hashes(image, hash_size=spec.hash_size))
     return Fingerprint(path, text[: len(text) // 8], decoded.width, decoded.height, text, quality, extras)
 
 
@@ -185,6 +190,112 @@ def _low_dct(pixels: np.ndarray, k: int) -> np.ndarray:
     return _dct_basis(h, k) @ pixels @ _dct_basis(w, k).T
 
 
+def _span(lo: float, hi: float, n: int) -> tuple[int, int]:
+    # The pixels [a, b) of an n-pixel side that a fraction lo..hi covers (at least one).
+    a = round(lo * n)
+    return a, max(round(hi * n), a + 1)
+
+
+def _padded_bases(boxes, h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    # For each box, the DCT basis of its rows (and columns), zero outside it:
+    # V[p] @ pixels @ U[p] (U returned transposed) is the low DCT of box p,
+    # so every box of one image takes two batched products in all.
+    rows = np.zeros((len(boxes), k, h))
+    cols = np.zeros((len(boxes), k, w))
+    for p, (left, top, right, bottom) in enumerate(boxes):
+        y0, y1 = _span(top, bottom, h)
+        x0, x1 = _span(left, right, w)
+        rows[p, :, y0:y1] = _dct_basis(y1 - y0, k)
+        cols[p, :, x0:x1] = _dct_basis(x1 - x0, k)
+    return rows, cols.transpose(0, 2, 1).copy()
+
+
+@lru_cache(maxsize=16)
+def _turn_operator(h: int, w: int):
+    """The centred crops of the image turned by each of SMALL_TURNS, as one sparse matrix.
+
+    Row r holds the bilinear weights of output pixel r (the crops one after
+    the other, row-major) over the flattened pixels: the same sampling as
+    ``Image.rotate(degrees, resample=BILINEAR)`` cropped to the inner
+    rectangle, without the rounding to 8 bits. One sparse product costs
+    0.08 ms where four Pillow turns took 0.4 (a 128x96 copy); building it
+    takes 3 ms. About 2 MB a size, hence the small cache.
+    """
+    import scipy.sparse  # lazily, like scipy.fftpack in hashes
+
+    index, fx, fy, shapes = [], [], [], []
+    for degrees in SMALL_TURNS:
+        s = _inner_scale(w, h, degrees)
+        y0, y1 = _span((1 - s) / 2, (1 + s) / 2, h)
+        x0, x1 = _span((1 - s) / 2, (1 + s) / 2, w)
+        # Pillow's rotate maps output pixel centres back into the input
+        # about the image centre; bilinear weights from pixel centres.
+        a = -math.radians(degrees)
+        cos, sin = math.cos(a), math.sin(a)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        dx, dy = xx + 0.5 - w / 2, yy + 0.5 - h / 2
+        x = cos * dx + sin * dy + w / 2 - 0.5
+        y = -sin * dx + cos * dy + h / 2 - 0.5
+        ix = np.clip(np.floor(x).astype(np.int64), 0, w - 2)
+        iy = np.clip(np.floor(y).astype(np.int64), 0, h - 2)
+        index.append((iy * w + ix).ravel())
+        fx.append(np.clip(x - ix, 0.0, 1.0).ravel())
+        fy.append(np.clip(y - iy, 0.0, 1.0).ravel())
+        shapes.append((y1 - y0, x1 - x0))
+    index, fx, fy = np.concatenate(index), np.concatenate(fx), np.concatenate(fy)
+    n = index.size
+    columns = np.stack([index, index + 1, index + w, index + w + 1], axis=1).ravel()
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=1).ravel()
+    # Four weights a row, their columns already ascending: build the CSR arrays directly.
+    indptr = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
+    matrix = scipy.sparse.csr_matrix((weights, columns.astype(np.int32), indptr), shape=(n, h * w))
+    return matrix, tuple(shapes)
+
+
+@lru_cache(maxsize=32)
+def _extra_bases(h: int, w: int, k: int):
+    """Cached per working size: the padded bases of the crops and regions.
+
+    The column bases come once per distinct column span (12 for 20 boxes),
+    with the index of each box's span: ``pixels @ span_cols`` is then the
+    smaller of the two products.
+    """
+    centred = [((1 - s) / 2, (1 - s) / 2, (1 + s) / 2, (1 + s) / 2) for s in CROP_SCALES]
+    rows, cols = _padded_bases(centred + list(REGIONS), h, w, k)
+    span_cols, span_of = np.unique(cols.reshape(len(cols), -1), axis=0, return_inverse=True)
+    span_cols = span_cols.reshape(-1, w, k)
+    span_of = span_of.ravel()
+    # Pixels per region, to tell flat regions from their sums (row 0 of every
+    # basis is all ones, so the DC coefficient of a box is its pixel sum).
+    counts = np.array(
+        [np.ptp(_span(b[1], b[3], h)) * np.ptp(_span(b[0], b[2], w)) for b in REGIONS], dtype=np.float64
+    )
+    out = (rows, cols, span_cols, span_of, counts)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _turn_dcts(grey, pixels: np.ndarray, k: int) -> list[np.ndarray]:
+    # The low DCT of the inner crop of each small turn of the working copy.
+    h, w = pixels.shape
+    if h < 2 or w < 2:  # no bilinear neighbours: let Pillow turn it
+        crops = []
+        for degrees in SMALL_TURNS:
+            s = _inner_scale(w, h, degrees)
+            turned = np.asarray(grey.rotate(degrees, resample=Image.Resampling.BILINEAR), dtype=np.float64)
+            (y0, y1), (x0, x1) = _span((1 - s) / 2, (1 + s) / 2, h), _span((1 - s) / 2, (1 + s) / 2, w)
+            crops.append(turned[y0:y1, x0:x1])
+    else:
+        matrix, shapes = _turn_operator(h, w)
+        flat = matrix @ pixels.ravel()
+        crops, start = [], 0
+        for ch, cw in shapes:
+            crops.append(flat[start : start + ch * cw].reshape(ch, cw))
+            start += ch * cw
+    return [_low_dct(c, k) for c in crops]
+
+
 def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     """pHash-like hashes of centred crops, small turns and regions of an image.
 
@@ -193,8 +304,10 @@ def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     ``hash_size`` DCT frequencies of that part of a copy of the image at most
     ``WORK_SIDE`` pixels long, straight from matrix products, and sets the
     bits above their median, as pHash does: they are compared with other
-    files' pHashes. Measured: 0.4 ms a file where resizing every part to
-    32x32 through Pillow took 9 (camera JPEGs: 17). Crops are hashed in one
+    files' pHashes. Measured: 0.3 ms a file where resizing every part to
+    32x32 through Pillow took 9 (camera JPEGs: 17). The crops and regions
+    share two batched products (see :func:`_extra_bases`); the turns are one
+    sparse bilinear product (see :func:`_turn_operator`). Crops are hashed in one
     orientation only: a centred crop of a flipped picture is the flipped
     crop, so matching them against the other file's 8 orientations covers both.
 
@@ -202,39 +315,58 @@ def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     >>> extra_hashes(Image.effect_mandelbrot((160, 120), (-2, -1.5, 1, 1.5), 100)).shape
     (24, 1)
     """
+    k = hash_size
     grey = image if image.mode == "L" else image.convert("L")
     if max(grey.size) > WORK_SIDE:
-        k = WORK_SIDE / max(grey.size)
-        size = (max(1, round(grey.width * k)), max(1, round(grey.height * k)))
+        scale = WORK_SIDE / max(grey.size)
+        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
         grey = grey.resize(size, Image.Resampling.BOX)
     w, h = grey.size
+    rows, cols, span_cols, span_of, counts = _extra_bases(h, w, k)
     pixels = np.asarray(grey, dtype=np.float64)
-
-    def part(arr, left, top, right, bottom):
-        height, width = arr.shape
-        y0, y1 = round(top * height), max(round(bottom * height), round(top * height) + 1)
-        x0, x1 = round(left * width), max(round(right * width), round(left * width) + 1)
-        return _low_dct(arr[y0:y1, x0:x1], hash_size)
-
-    blocks = [part(pixels, (1 - s) / 2, (1 - s) / 2, (1 + s) / 2, (1 + s) / 2) for s in CROP_SCALES]
-    for degrees in SMALL_TURNS:
-        s = _inner_scale(w, h, degrees)
-        turned = np.asarray(grey.rotate(degrees, resample=Image.Resampling.BILINEAR), dtype=np.float64)
-        blocks.append(part(turned, (1 - s) / 2, (1 - s) / 2, (1 + s) / 2, (1 + s) / 2))
-    blocks.extend(part(pixels, *box) for box in REGIONS)
-    flat = np.stack(blocks).reshape(len(blocks), -1)
-    bits = flat > np.median(flat, axis=1, keepdims=True)
-    out = np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+    # Crops and regions: all from the one copy, in two batched products. Each
+    # product in a batch is small, which keeps OpenBLAS on one thread: one
+    # (h, w) @ (w, 12 * k) product is big enough for it to start its threads,
+    # and that cost 10x more than the arithmetic on a loaded machine.
+    still = np.matmul(rows, np.matmul(pixels, span_cols)[span_of])
+    turns = np.stack(_turn_dcts(grey, pixels, k))
+    blocks = np.concatenate((still[:N_CROPS], turns, still[N_CROPS:]))
+    out = _above_row_medians(blocks.reshape(len(blocks), -1))
     # A flat region (sky, a wall) hashes to noise that matches other flat
     # regions; such a region is marked 0, which no pHash can be (half its
-    # bits are set), and never votes.
-    first_region = len(CROP_SCALES) + len(SMALL_TURNS)
-    for r, box in enumerate(REGIONS):
-        y0, y1 = round(box[1] * h), max(round(box[3] * h), round(box[1] * h) + 1)
-        x0, x1 = round(box[0] * w), max(round(box[2] * w), round(box[0] * w) + 1)
-        if float(pixels[y0:y1, x0:x1].std()) < FLAT_REGION_STD:
-            out[first_region + r] = 0
+    # bits are set), and never votes. Its spread comes from the sums of its
+    # pixels (the DC coefficient) and of their squares.
+    region_rows = rows[N_CROPS:, 0]
+    sums = still[N_CROPS:, 0, 0]
+    squares = ((region_rows @ (pixels * pixels)) * cols[N_CROPS:, :, 0]).sum(axis=1)
+    variance = squares / counts - (sums / counts) ** 2
+    out[N_CROPS + N_TURNS :][variance < FLAT_REGION_STD**2] = 0
     return out
+
+
+def _phash_dihedral(image, hash_size: int) -> np.ndarray:
+    """``hashes.phash_dihedral(image, hash_size=hash_size)[0]``, bit for bit, thresholded in one go.
+
+    The same DCT block and the same eight sign and transpose variants; each
+    row's median is the mean of its two middle values, as ``np.median``
+    takes it, from one partition of the stacked rows instead of eight
+    ``np.median`` and ``pack_bits`` calls (0.1 ms a file).
+    """
+    block = hashes._dct_low(image, hashes._check_size(hash_size), 4)
+    sign = (-1.0) ** np.arange(block.shape[0])
+    mirror, flip = block * sign, block * sign[:, None]
+    upright = (block, mirror, flip, mirror * sign[:, None])
+    flat = np.stack(upright + tuple(b.T for b in upright)).reshape(8, -1)
+    return _above_row_medians(flat)
+
+
+def _above_row_medians(flat: np.ndarray) -> np.ndarray:
+    # Pack each row's bits above its median (np.median's value: the mean of
+    # the two middle values of an even count) into big-endian-first words.
+    m = flat.shape[1]
+    middle = np.partition(flat, (m // 2 - 1, m // 2), axis=1)
+    median = (middle[:, m // 2 - 1 : m // 2] + middle[:, m // 2 : m // 2 + 1]) / 2
+    return np.packbits(flat > median, axis=1).view(">u8").astype(np.uint64)
 
 
 def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:
@@ -247,7 +379,7 @@ def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:
     if spec.algorithm == "phash":
         # A flip or a quarter turn only changes signs or transposes the DCT:
         # the eight variants cost one DCT.
-        words, _ = hashes.phash_dihedral(image, hash_size=spec.hash_size)
+        words = _phash_dihedral(image, spec.hash_size)
     else:
         identity = hashes.compute(image, spec.algorithm, hash_size=spec.hash_size)
         words = np.stack(

@@ -189,3 +189,67 @@ def test_heic_opens_through_pillow_heif(tmp_path, photo):
     q = tmp_path / "same.png"
     rgb.save(q)
     assert dist(fp(p), fp(q)) <= 6
+
+
+# --- The fast paths of the worker (issue 5) give the same fingerprints ----------
+
+
+@pytest.mark.parametrize("hash_size", [8, 16])
+def test_fast_dihedral_is_phash_dihedral_bit_for_bit(photos, hash_size):
+    from dupfinder import hashes
+    from dupfinder.fingerprint import _phash_dihedral
+
+    for path in photos[:12]:
+        decoded = load_image(str(path), min_size=HashSpec(hash_size=hash_size).min_size, grey=True)
+        for image in (decoded.image, decoded.image.convert("RGB"), decoded.image.convert("L")):
+            words, _ = hashes.phash_dihedral(image, hash_size=hash_size)
+            assert np.array_equal(_phash_dihedral(image.convert("L"), hash_size), words)
+
+
+def test_fingerprint_row0_is_phash_of_the_decoded_image(photos):
+    from dupfinder.hashes import to_hex
+
+    spec = HashSpec()
+    for path in photos[:12]:
+        decoded = load_image(str(path), min_size=spec.min_size, grey=True)
+        f = fingerprint_file(str(path), spec)
+        assert f.hash == to_hex(phash(decoded.image))
+
+
+def test_turn_operator_samples_like_pillow_rotate(photos):
+    from dupfinder.fingerprint import SMALL_TURNS, _inner_scale, _span, _turn_operator
+
+    grey = open_rgb(photos[0]).convert("L").resize((128, 96), Image.Resampling.BOX)
+    pixels = np.asarray(grey, dtype=np.float64)
+    matrix, shapes = _turn_operator(96, 128)
+    flat = matrix @ pixels.ravel()
+    start = 0
+    for degrees, (ch, cw) in zip(SMALL_TURNS, shapes):
+        s = _inner_scale(128, 96, degrees)
+        (y0, y1), (x0, x1) = _span((1 - s) / 2, (1 + s) / 2, 96), _span((1 - s) / 2, (1 + s) / 2, 128)
+        pil = np.asarray(grey.rotate(degrees, resample=Image.Resampling.BILINEAR), dtype=np.float64)
+        ours = flat[start : start + ch * cw].reshape(ch, cw)
+        start += ch * cw
+        # Pillow rounds to 8 bits; the operator does not.
+        assert np.abs(ours - pil[y0:y1, x0:x1]).max() < 1.0
+
+
+@pytest.mark.parametrize("size", [(1, 40), (40, 1), (2, 2), (3, 200), (128, 128), (300, 200)])
+def test_extra_hashes_any_size(size):
+    from dupfinder.fingerprint import N_EXTRAS, extra_hashes
+
+    image = Image.effect_mandelbrot(size, (-2, -1.5, 1, 1.5), 100)
+    assert extra_hashes(image).shape == (N_EXTRAS, 1)
+    assert extra_hashes(image, hash_size=16).shape == (N_EXTRAS, 4)
+
+
+def test_extra_hashes_flat_regions_do_not_vote():
+    from dupfinder.fingerprint import N_CROPS, N_TURNS, REGIONS, extra_hashes
+
+    # Top half flat grey, bottom half detailed: the top region (box 0) is 0.
+    image = Image.new("L", (160, 120), 128)
+    image.paste(Image.effect_mandelbrot((160, 60), (-2, -1.5, 1, 1.5), 100), (0, 60))
+    out = extra_hashes(image)
+    regions = out[N_CROPS + N_TURNS :, 0]
+    assert len(regions) == len(REGIONS)
+    assert regions[0] == 0 and regions[1] != 0
