@@ -64,12 +64,8 @@ def _matches(cv2, da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _guided(fa: Features, fb: Features, pb_all: np.ndarray, matrix: np.ndarray, *, mirrored: bool):
     """Matches within :data:`GUIDE_PIXELS` of where ``matrix`` puts a's points: the closest descriptor of 4."""
-    from scipy.spatial import cKDTree
-
     predicted = fa.points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
-    _, near = cKDTree(pb_all).query(predicted, k=4, distance_upper_bound=GUIDE_PIXELS)
-    near_a, slot = np.nonzero(near < len(pb_all))  # missing neighbours come back as len(pb_all)
-    near_b = near[near_a, slot]
+    near_a, near_b = _near(predicted, pb_all, GUIDE_PIXELS, 4)
     if not len(near_a):
         return near_a, near_b
     db = fb.mirrored if mirrored else fb.descriptors
@@ -79,6 +75,45 @@ def _guided(fa: Features, fb: Features, pb_all: np.ndarray, matrix: np.ndarray, 
     order = np.lexsort((bits, near_a))
     first = np.r_[True, near_a[order][1:] != near_a[order][:-1]]
     return near_a[order][first], near_b[order][first]
+
+
+def _near(points: np.ndarray, targets: np.ndarray, radius: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (point, target) with the target among the point's ``k`` nearest closer than ``radius``.
+
+    A grid of ``radius`` cells, looked up in the 3 x 3 cells around each point
+    (a k-d tree needs scipy.spatial, a 1 s import in a scan).
+
+    >>> _near(np.array([[0.0, 0.0], [50.0, 50.0]]), np.array([[1.0, 1.0], [3.0, 0.0], [40.0, 40.0]]), 5.0, 1)
+    (array([0]), array([0]))
+    """
+    empty = np.zeros(0, np.int64)
+    if not len(points) or not len(targets):
+        return empty, empty
+    width = 1 << 20  # cells per row, far more than a frame has
+    tx, ty = (np.floor(targets / radius).astype(np.int64) + 1).T
+    tkey = ty * width + tx
+    order = np.argsort(tkey, kind="stable")
+    sorted_keys = tkey[order]
+    px, py = (np.floor(points / radius).astype(np.int64) + 1).T
+    found_p, found_t = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            key = (py + dy) * width + (px + dx)
+            lo = np.searchsorted(sorted_keys, key, side="left")
+            count = np.searchsorted(sorted_keys, key, side="right") - lo
+            p = np.repeat(np.arange(len(points)), count)
+            offset = np.arange(len(p)) - np.repeat(np.cumsum(count) - count, count)
+            found_p.append(p)
+            found_t.append(order[np.repeat(lo, count) + offset])
+    p, t = np.concatenate(found_p), np.concatenate(found_t)
+    d2 = ((points[p] - targets[t]) ** 2).sum(axis=1)
+    keep = d2 < radius * radius
+    p, t, d2 = p[keep], t[keep], d2[keep]
+    by = np.lexsort((t, d2, p))  # per point, nearest first
+    p, t = p[by], t[by]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if len(p) else empty
+    rank = np.arange(len(p)) - np.repeat(starts, np.diff(np.r_[starts, len(p)]))
+    return p[rank < k], t[rank < k]
 
 
 def _fit(cv2, pa: np.ndarray, pb: np.ndarray, *, tries: int = 2000):

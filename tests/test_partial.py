@@ -271,3 +271,21 @@ def test_match_partial_needs_reference_images(partial_tree, tmp_path, capsys):
     code = main(["match", "--partial", "--no-cache", "--workers", "0", "-r", str(hashes), str(partial_tree)])
     assert code == ExitStatus.ERROR
     assert "needs the reference images" in capsys.readouterr().err
+
+
+def test_guided_neighbours_are_the_nearest_within_the_radius():
+    # The grid lookup that replaced scipy's k-d tree in the guided search.
+    import numpy as np
+
+    from dupfinder.partial_verify import _near
+
+    rng = np.random.default_rng(8)
+    points, targets = rng.uniform(-20, 300, (400, 2)), rng.uniform(0, 280, (500, 2))
+    p, t = _near(points, targets, 12.0, 4)
+    d2 = ((points[:, None] - targets[None]) ** 2).sum(axis=2)
+    want = set()
+    for i, row in enumerate(d2):
+        nearest = np.argsort(row, kind="stable")[:4]
+        want |= {(i, int(j)) for j in nearest if row[j] < 144.0}
+    assert set(zip(p.tolist(), t.tolist())) == want
+    assert len(p) == len(want) > 100
