@@ -36,17 +36,40 @@ __all__ = ["REGION_VOTES", "REGION_GUARD", "STRONG_GUARD", "extra_pairs", "extra
 REGION_VOTES = 2
 REGION_SLACK = 2
 REGION_GUARD = 4
+# ... but never tighter than this many bits: at the default threshold a big
+# badge can move a dark photo's whole hash by 22 bits.
+REGION_GUARD_FLOOR = 22
 # One region within the threshold itself is enough when the whole images are
 # within twice the threshold (a badge over the only textured part, with a
-# flat sky above, leaves one region to vote). Different photos never came
-# within 10 bits as whole images on the accuracy bench.
+# flat sky above, leaves one region to vote); one region with the very same
+# hash, when they are within 4 times it and at most EXACT_GUARD_CAP bits (a big
+# badge across the middle of a dark photo). Measured on the accuracy bench:
+# different photos never came within 10 bits as whole images, nor shared a
+# region hash; the caps keep higher thresholds from admitting them.
 STRONG_GUARD = 2
+EXACT_GUARD = 4
+EXACT_GUARD_CAP = 20
 
 
-def _edited(votes: np.ndarray, strong: np.ndarray, whole: np.ndarray, threshold: int) -> np.ndarray:
+# The extra hashes compare small parts of pictures, which agree by chance more
+# often than whole pictures: past 6 bits (per 64) they start pairing different
+# photos (accuracy bench: 29 false pairs at threshold 8 and 9513 at 10 before
+# this cap, none at 6). A larger threshold widens only the whole-image match.
+EXTRA_THRESHOLD_CAP = 6
+
+
+def _capped(threshold: int, words: int) -> int:
+    return min(threshold, EXTRA_THRESHOLD_CAP * words)
+
+
+def _edited(votes, strong, exact, whole, threshold: int) -> np.ndarray:
     """Which pairs count as local edits, from their region votes and whole-image distance."""
     t = max(threshold, 1)
-    return ((votes >= REGION_VOTES) & (whole <= REGION_GUARD * t)) | ((strong >= 1) & (whole <= STRONG_GUARD * t))
+    return (
+        ((votes >= REGION_VOTES) & (whole <= max(REGION_GUARD * t, REGION_GUARD_FLOOR)))
+        | ((strong >= 1) & (whole <= STRONG_GUARD * t))
+        | ((exact >= 1) & (whole <= min(EXACT_GUARD * t, EXACT_GUARD_CAP)))
+    )
 
 _INVERSE = {"rot90": "rot270", "rot270": "rot90"}
 
@@ -64,6 +87,7 @@ def extra_pairs(
     ``variants`` (n, 8, words), for the same n files.
     """
     n, _, w = extras.shape
+    threshold = _capped(threshold, w)
     if n < 2:
         empty = np.zeros(0, np.int64)
         return empty, empty
@@ -85,17 +109,20 @@ def extra_pairs(
         live = np.flatnonzero(regions[:, r, :].any(axis=1))
         q = find_pairs(_flat(regions[live, r, :]), threshold + REGION_SLACK, method=method)
         found.append(live[np.asarray(q.left, np.int64)] * n + live[np.asarray(q.right, np.int64)])
-        near.append(np.asarray(q.distance) <= threshold)
+        near.append(np.asarray(q.distance))
     if found:
         all_keys = np.concatenate(found)
+        dist = np.concatenate(near)
         keys, inverse, votes = np.unique(all_keys, return_inverse=True, return_counts=True)
-        strong = np.bincount(inverse.reshape(-1), weights=np.concatenate(near), minlength=len(keys))
+        inverse = inverse.reshape(-1)
+        strong = np.bincount(inverse, weights=dist <= threshold, minlength=len(keys))
+        exact = np.bincount(inverse, weights=dist == 0, minlength=len(keys))
         maybe = (votes >= REGION_VOTES) | (strong >= 1)
-        keys, votes, strong = keys[maybe], votes[maybe], strong[maybe]
+        keys, votes, strong, exact = keys[maybe], votes[maybe], strong[maybe], exact[maybe]
         ra, rb = keys // n, keys % n
         if len(keys):
             whole = _whole_distance(variants, ra, rb)
-            ok = _edited(votes, strong, whole, threshold)
+            ok = _edited(votes, strong, exact, whole, threshold)
             pairs.append(np.stack([ra[ok], rb[ok]]))
     both = np.concatenate(pairs, axis=1)
     if both.shape[1] == 0:
@@ -123,6 +150,7 @@ def relation(
     """
     k = N_CROPS + N_TURNS
     w = variants_a.shape[-1]
+    threshold = _capped(threshold, w)
     best: tuple[int, str] | None = None
     for extras, variants, reverse in ((extras_a, variants_b, False), (extras_b, variants_a, True)):
         # d[i, t]: extra hash i of one file against orientation t of the other.
@@ -144,11 +172,14 @@ def relation(
     live = extras_a[k:].any(axis=1) & extras_b[k:].any(axis=1)
     close = (votes <= threshold + REGION_SLACK) & live
     strong = int(((votes <= threshold) & live).sum())
+    exact = int(((votes == 0) & live).sum())
     whole = min(
         int(hamming_distance(variants_a, variants_b[0][None, :]).min()),
         int(hamming_distance(variants_b, variants_a[0][None, :]).min()),
     )
-    if close.any() and _edited(np.array([close.sum()]), np.array([strong]), np.array([whole]), threshold)[0]:
+    if close.any() and _edited(
+        np.array([close.sum()]), np.array([strong]), np.array([exact]), np.array([whole]), threshold
+    )[0]:
         return int(votes[close].max()), "edited"
     return None
 
@@ -169,6 +200,7 @@ def extra_matches(
     """
     nt, _, w = t_extras.shape
     nr = r_extras.shape[0]
+    threshold = _capped(threshold, w)
     out: list[tuple[int, int, int, str]] = []
     if nt == 0 or nr == 0:
         return out
@@ -208,13 +240,16 @@ def extra_matches(
             _flat(t_extras[tl, k + r, :]), _flat(r_extras[rl, k + r, :]), threshold + REGION_SLACK, method=method
         )
         found.append(tl[np.asarray(p.left, np.int64)] * nr + rl[np.asarray(p.right, np.int64)])
-        near.append(np.asarray(p.distance) <= threshold)
+        near.append(np.asarray(p.distance))
     if found:
+        dist = np.concatenate(near)
         keys, inverse, votes = np.unique(np.concatenate(found), return_inverse=True, return_counts=True)
-        strong = np.bincount(inverse.reshape(-1), weights=np.concatenate(near), minlength=len(keys))
+        inverse = inverse.reshape(-1)
+        strong = np.bincount(inverse, weights=dist <= threshold, minlength=len(keys))
+        exact = np.bincount(inverse, weights=dist == 0, minlength=len(keys))
         ta, rb = keys // nr, keys % nr
-        for a, b, v, st in zip(ta.tolist(), rb.tolist(), votes.tolist(), strong.tolist()):
+        for a, b, v, st, ex in zip(ta.tolist(), rb.tolist(), votes.tolist(), strong.tolist(), exact.tolist()):
             whole = int(hamming_distance(t_variants[a], r_variants[b, 0][None, :]).min())
-            if _edited(np.array([v]), np.array([st]), np.array([whole]), threshold)[0]:
+            if _edited(np.array([v]), np.array([st]), np.array([ex]), np.array([whole]), threshold)[0]:
                 out.append((a, b, whole, "edited"))
     return out
