@@ -209,3 +209,29 @@ def test_crops_small_turns_and_watermarks_are_found(originals, name, make, expec
     assert sum(n in (expected, "") for n in names) >= len(names) // 2, names
     for g in result.groups:
         assert {Path(m.path).stem.split("_")[0] for m in g.members} == {Path(g.keep.path).stem.split("_")[0]}
+
+
+def test_a_larger_threshold_does_not_widen_the_extra_hashes():
+    """Crop, turn and region hashes compare parts of pictures and are capped at 6 bits.
+
+    Without the cap the accuracy bench paired different photos from threshold 8 on.
+    """
+    import numpy as np
+
+    from dupfinder.fingerprint import N_EXTRAS
+    from dupfinder.robust import extra_pairs, relation
+
+    rng = np.random.default_rng(7)
+    words = rng.integers(0, 2**63, size=(2, N_EXTRAS + 8), dtype=np.uint64)
+    extras = words[:, :N_EXTRAS].reshape(2, N_EXTRAS, 1).copy()
+    variants = words[:, N_EXTRAS:].reshape(2, 8, 1).copy()
+    # Make b's whole hash 8 bits from a's first crop hash, and keep the
+    # regions and whole images far apart.
+    variants[1, 0, 0] = extras[0, 0, 0] ^ np.uint64(0xFF)
+    identity = variants[:, 0, :]
+    assert relation(extras[0], variants[0], extras[1], variants[1], 10) is None
+    assert len(extra_pairs(extras, identity, variants, 10)[0]) == 0
+    variants[1, 0, 0] = extras[0, 0, 0] ^ np.uint64(0xF)  # 4 bits: within the cap
+    identity = variants[:, 0, :]
+    assert relation(extras[0], variants[0], extras[1], variants[1], 10) == (4, "crop")
+    assert len(extra_pairs(extras, identity, variants, 10)[0]) == 1
