@@ -331,7 +331,7 @@ def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     still = np.matmul(rows, np.matmul(pixels, span_cols)[span_of])
     turns = np.stack(_turn_dcts(grey, pixels, k))
     blocks = np.concatenate((still[:N_CROPS], turns, still[N_CROPS:]))
-    out = _above_row_medians(blocks.reshape(len(blocks), -1))
+    out = hashes._above_row_medians(blocks.reshape(len(blocks), -1))
     # A flat region (sky, a wall) hashes to noise that matches other flat
     # regions; such a region is marked 0, which no pHash can be (half its
     # bits are set), and never votes. Its spread comes from the sums of its
@@ -344,31 +344,6 @@ def extra_hashes(image, *, hash_size: int = 8) -> np.ndarray:
     return out
 
 
-def _phash_dihedral(image, hash_size: int) -> np.ndarray:
-    """``hashes.phash_dihedral(image, hash_size=hash_size)[0]``, bit for bit, thresholded in one go.
-
-    The same DCT block and the same eight sign and transpose variants; each
-    row's median is the mean of its two middle values, as ``np.median``
-    takes it, from one partition of the stacked rows instead of eight
-    ``np.median`` and ``pack_bits`` calls (0.1 ms a file).
-    """
-    block = hashes._dct_low(image, hashes._check_size(hash_size), 4)
-    sign = (-1.0) ** np.arange(block.shape[0])
-    mirror, flip = block * sign, block * sign[:, None]
-    upright = (block, mirror, flip, mirror * sign[:, None])
-    flat = np.stack(upright + tuple(b.T for b in upright)).reshape(8, -1)
-    return _above_row_medians(flat)
-
-
-def _above_row_medians(flat: np.ndarray) -> np.ndarray:
-    # Pack each row's bits above its median (np.median's value: the mean of
-    # the two middle values of an even count) into big-endian-first words.
-    m = flat.shape[1]
-    middle = np.partition(flat, (m // 2 - 1, m // 2), axis=1)
-    median = (middle[:, m // 2 - 1 : m // 2] + middle[:, m // 2 : m // 2 + 1]) / 2
-    return np.packbits(flat > median, axis=1).view(">u8").astype(np.uint64)
-
-
 def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:
     """The hash of the image under each of the 8 flips and turns, and its quality."""
     from .pdq import gradient_quality, pdq_dihedral
@@ -379,7 +354,7 @@ def _variants(image, spec: HashSpec) -> tuple[np.ndarray, int]:
     if spec.algorithm == "phash":
         # A flip or a quarter turn only changes signs or transposes the DCT:
         # the eight variants cost one DCT.
-        words = _phash_dihedral(image, spec.hash_size)
+        words, _ = hashes.phash_dihedral(image, hash_size=spec.hash_size)
     else:
         identity = hashes.compute(image, spec.algorithm, hash_size=spec.hash_size)
         words = np.stack(

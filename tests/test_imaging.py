@@ -196,14 +196,22 @@ def test_heic_opens_through_pillow_heif(tmp_path, photo):
 
 @pytest.mark.parametrize("hash_size", [8, 16])
 def test_fast_dihedral_is_phash_dihedral_bit_for_bit(photos, hash_size):
+    # phash_dihedral thresholds its eight rows from one partition; each row
+    # must be exactly what np.median and pack_bits give, as pHash does.
     from dupfinder import hashes
-    from dupfinder.fingerprint import _phash_dihedral
 
     for path in photos[:12]:
         decoded = load_image(str(path), min_size=HashSpec(hash_size=hash_size).min_size, grey=True)
         for image in (decoded.image, decoded.image.convert("RGB"), decoded.image.convert("L")):
+            block = hashes._dct_low(image, hash_size, 4)
+            sign = (-1.0) ** np.arange(hash_size)
+            upright = (block, block * sign, block * sign[:, None], block * sign * sign[:, None])
+            reference = np.stack([hashes.pack_bits(b > np.median(b)) for b in upright + tuple(b.T for b in upright)])
             words, _ = hashes.phash_dihedral(image, hash_size=hash_size)
-            assert np.array_equal(_phash_dihedral(image.convert("L"), hash_size), words)
+            assert np.array_equal(words, reference)
+        f = fingerprint_file(str(path), HashSpec(hash_size=hash_size))
+        words, _ = hashes.phash_dihedral(decoded.image, hash_size=hash_size)
+        assert f.variants == "".join(hashes.to_hex(w) for w in words)
 
 
 def test_fingerprint_row0_is_phash_of_the_decoded_image(photos):
