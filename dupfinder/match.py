@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,7 @@ from . import hashes
 from .cluster import INVERSE, is_low_information
 from .executor import Executor, make_executor
 from .fingerprint import ALGORITHMS, TRANSFORMS, HashSpec
-from .hashing import Hasher
+from .hashing import Hasher, ProgressCallback, _noop
 from .index import find_matches
 from .models import FileEntry, HashedFile, Progress, ScanError, ScanSettings, UsageError
 from .reference import ReferenceIndex, from_files
@@ -33,12 +33,6 @@ from .scan import default_threshold, validate_settings, walk_entries
 from .walk import walk
 
 __all__ = ["RefHit", "Match", "MatchResult", "build_reference", "match"]
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def _noop(_: Progress) -> None:
-    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from . import hashes
 from .cluster import build_groups, is_low_information, keep_rule, only_new
 from .executor import Executor, make_executor
 from .fingerprint import ALGORITHMS, COMPAT_MODES, N_EXTRAS, TRANSFORMS, HashSpec
-from .hashing import Hasher
+from .hashing import Hasher, ProgressCallback, _noop
 from .models import (
     FileEntry,
     HashedFile,
@@ -31,13 +31,7 @@ from .walk import walk
 
 __all__ = ["scan", "walk_entries", "ProgressCallback", "validate_settings", "default_threshold"]
 
-ProgressCallback = Callable[[Progress], None]
-
 INDEX_METHODS = ("auto", "mih", "bktree", "brute")
-
-
-def _noop(_: Progress) -> None:
-    pass
 
 
 def validate_settings(settings: ScanSettings) -> None:
