@@ -22,6 +22,7 @@ import numpy as np
 
 from .index import find_matches, find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member, UsageError
+from .robust import extra_pairs, pair_distance, relation
 
 __all__ = [
     "KEEP_RULES",
@@ -223,8 +224,6 @@ def build_groups(
     left.append(inverse.astype(np.int64))
     right.append(m + eligible_idx.astype(np.int64))
     if extras is not None:
-        from .robust import extra_pairs
-
         extras = np.asarray(extras, dtype=np.uint64).reshape(n, -1, w)
         ea, eb = extra_pairs(
             extras[eligible_idx], rows[eligible_idx], variants[eligible_idx], threshold, method=method
@@ -262,13 +261,6 @@ def _same_content(files: Sequence[HashedFile]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(a, np.int64), np.array(b, np.int64)
 
 
-def _pair_distance(variants: np.ndarray, i: int, j: int) -> int:
-    """Smallest distance over transforms between files i and j, both ways."""
-    a = hamming_distance(variants[j], variants[i, 0][None, :]).min()
-    b = hamming_distance(variants[i], variants[j, 0][None, :]).min()
-    return int(min(a, b))
-
-
 def _without_ignored(members_idx, files, variants, threshold, ignored, links=None, extras=None):
     """Split a component again at file level once its ignored pairs are cut.
 
@@ -290,7 +282,7 @@ def _without_ignored(members_idx, files, variants, threshold, ignored, links=Non
     left, right = [], []
     for a in range(len(members_idx) - 1):
         others = members_idx[a + 1 :]
-        d = np.array([_pair_distance(variants, int(members_idx[a]), int(o)) for o in others])
+        d = np.array([pair_distance(variants[int(members_idx[a])], variants[int(o)]) for o in others])
         for off in np.flatnonzero(d <= threshold):
             b = a + 1 + int(off)
             same = digests[a] is not None and digests[a] == digests[b]
@@ -303,8 +295,6 @@ def _without_ignored(members_idx, files, variants, threshold, ignored, links=Non
                 continue
             linked = links and (int(members_idx[a]), int(other)) in links
             if not linked and extras is not None:
-                from .robust import relation
-
                 i, j = int(members_idx[a]), int(other)
                 linked = relation(extras[i], variants[i], extras[j], variants[j], threshold) is not None
             if linked:
@@ -352,8 +342,6 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
             if distance > threshold and links and (int(idx[keep_at]), int(idx[i])) in links:
                 transform, box = links[int(idx[keep_at]), int(idx[i])]
             elif distance > threshold and extras is not None:
-                from .robust import relation
-
                 a, b = idx[i], idx[keep_at]
                 found = relation(extras[a], variants[a], extras[b], variants[b], threshold)
                 if found is not None:

@@ -27,7 +27,9 @@ import numpy as np
 from .fingerprint import N_CROPS, N_TURNS, TRANSFORMS
 from .index import find_matches, find_pairs, hamming_distance
 
-__all__ = ["REGION_VOTES", "REGION_GUARD", "STRONG_GUARD", "extra_pairs", "extra_matches", "relation"]
+__all__ = [
+    "REGION_VOTES", "REGION_GUARD", "STRONG_GUARD", "extra_pairs", "extra_matches", "relation", "pair_distance",
+]
 
 # Regions that must agree, the slack they get over the threshold (a region
 # has fewer pixels behind each bit, so its hash wobbles more), and how far
@@ -131,6 +133,18 @@ def extra_pairs(
     return both[0], both[1]
 
 
+def pair_distance(variants_a: np.ndarray, variants_b: np.ndarray) -> int:
+    """Smallest whole-image distance between two files over orientations, both ways.
+
+    >>> v = np.array([[0b0111], [0]], dtype=np.uint64)
+    >>> pair_distance(v, np.array([[0], [0b1]], dtype=np.uint64))
+    0
+    """
+    a = hamming_distance(variants_b, variants_a[0][None, :]).min()
+    b = hamming_distance(variants_a, variants_b[0][None, :]).min()
+    return int(min(a, b))
+
+
 def _whole_distance(variants: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest whole-image distance over orientations, pair by pair."""
     n_var, w = variants.shape[1], variants.shape[2]
@@ -173,10 +187,7 @@ def relation(
     close = (votes <= threshold + REGION_SLACK) & live
     strong = int(((votes <= threshold) & live).sum())
     exact = int(((votes == 0) & live).sum())
-    whole = min(
-        int(hamming_distance(variants_a, variants_b[0][None, :]).min()),
-        int(hamming_distance(variants_b, variants_a[0][None, :]).min()),
-    )
+    whole = pair_distance(variants_a, variants_b)
     if close.any() and _edited(
         np.array([close.sum()]), np.array([strong]), np.array([exact]), np.array([whole]), threshold
     )[0]:
