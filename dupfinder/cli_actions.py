@@ -16,22 +16,20 @@ back). Steps go to standard output, messages to standard error.
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import sys
 from datetime import datetime, timezone
 
 from .fingerprint import ALGORITHMS, COMPAT_MODES
 from .actions import ACTIONS, apply_plan, describe, plan_actions, purge, undo
 from .html_report import human_size
+from .cli_common import ExitStatus, print_error, stdout
 from .models import DupfinderError
 from .report import read_csv
 
 __all__ = ["register", "run_apply", "run_undo", "run_purge", "default_journal_path"]
 
-# The values of dupfinder.cli.ExitStatus (not imported: cli imports this module).
-_OK = 0
-_ERROR = 2
+_OK = int(ExitStatus.NO_DUPLICATES)
+_ERROR = int(ExitStatus.ERROR)
 
 
 def register(subparsers) -> None:
@@ -108,22 +106,11 @@ def default_journal_path(report: str, *, now: datetime | None = None) -> str:
     return path
 
 
-def _out() -> io.TextIOBase:
-    # Paths that are not UTF-8 are printed as their own bytes, as `ls` does.
-    if hasattr(sys.stdout, "buffer"):
-        sys.stdout.flush()
-        return io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape",
-                                write_through=True)
-    return sys.stdout
-
-
 def _lines(lines) -> None:
-    out = _out()
-    for line in lines:
-        out.write(line + "\n")
-    out.flush()
-    if out is not sys.stdout:
-        out.detach()
+    # Paths that are not UTF-8 are printed as their own bytes, as `ls` does.
+    with stdout() as out:
+        for line in lines:
+            out.write(line + "\n")
 
 
 def _error(exc: Exception) -> int:
@@ -131,13 +118,8 @@ def _error(exc: Exception) -> int:
         text = f"{exc.filename}: {exc.strerror}"
     else:
         text = str(exc)
-    _say(f"error: {text}")
+    print_error(f"error: {text}")
     return _ERROR
-
-
-def _say(message: str) -> None:
-    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    print(f"dupfinder: {text}", file=sys.stderr)
 
 
 _DONE = {"move": "moved", "hardlink": "replaced by hard links", "symlink": "replaced by symbolic "
@@ -161,19 +143,19 @@ def run_apply(args: argparse.Namespace) -> int:
         return _error(exc)
     _lines(describe(s, dry_run=result.dry_run) for s in result.done)
     for s in result.skipped:
-        _say(f"skipped {s.path}: {s.reason}")
+        print_error(f"skipped {s.path}: {s.reason}")
     for s in result.failed:
-        _say(f"failed, left as it was: {s.path}: {s.reason}")
+        print_error(f"failed, left as it was: {s.path}: {s.reason}")
     count = f"{len(result.done)} files ({human_size(result.bytes)})"
     if result.dry_run:
-        _say(f"dry run: {count} would be {_DONE[args.action]}, {len(result.skipped)} skipped; "
+        print_error(f"dry run: {count} would be {_DONE[args.action]}, {len(result.skipped)} skipped; "
              "nothing changed. Run again with --yes to act.")
     else:
-        _say(f"{count} {_DONE[args.action]}, {len(result.skipped)} skipped, "
+        print_error(f"{count} {_DONE[args.action]}, {len(result.skipped)} skipped, "
              f"{len(result.failed)} failed. Journal: {result.journal}")
-        _say(f"undo with: dupfinder undo --yes {result.journal}")
+        print_error(f"undo with: dupfinder undo --yes {result.journal}")
         if args.action in ("delete", "hardlink", "symlink") and result.done:
-            _say(f"the originals stay in the backup folder until: dupfinder purge --yes {result.journal}")
+            print_error(f"the originals stay in the backup folder until: dupfinder purge --yes {result.journal}")
     return _ERROR if result.failed else _OK
 
 
@@ -186,9 +168,9 @@ def run_undo(args: argparse.Namespace) -> int:
     verb = "would restore" if result.dry_run else "restored"
     _lines(f"{verb} {p}" for p in result.restored)
     for problem in result.problems:
-        _say(f"cannot restore {problem.path}: {problem.message}")
+        print_error(f"cannot restore {problem.path}: {problem.message}")
     tail = "; run again with --yes to restore" if result.dry_run else ""
-    _say(f"{len(result.restored)} files {verb}, {len(result.problems)} problems{tail}")
+    print_error(f"{len(result.restored)} files {verb}, {len(result.problems)} problems{tail}")
     return _OK if result.ok else _ERROR
 
 
@@ -201,7 +183,7 @@ def run_purge(args: argparse.Namespace) -> int:
     verb = "would delete" if result.dry_run else "deleted"
     _lines(f"{verb} {p}" for p in result.purged)
     for problem in result.problems:
-        _say(f"kept {problem.path}: {problem.message}")
+        print_error(f"kept {problem.path}: {problem.message}")
     tail = "; run again with --yes to delete them" if result.dry_run else ""
-    _say(f"{len(result.purged)} backups {verb} ({human_size(result.freed_bytes)}){tail}")
+    print_error(f"{len(result.purged)} backups {verb} ({human_size(result.freed_bytes)}){tail}")
     return _ERROR if result.problems else _OK
