@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -77,7 +76,7 @@ THRESHOLD = 5
 SRC_ROOT = REPO
 
 
-from _snapshot import live_changed_note, snapshot, source_digest  # noqa: E402,F401
+from _common import live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -155,33 +154,6 @@ def baseline_script(root: str, workers: int, output: str, threshold: int = THRES
 
 
 # -- machine and processes -----------------------------------------------------------
-
-
-def machine_lines() -> list[str]:
-    import numpy
-    import PIL
-
-    cpu_model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        import imagehash
-
-        ih = f", ImageHash {imagehash.__version__}"
-    except ImportError:
-        ih = ", ImageHash missing"
-    return [
-        f"machine: {os.cpu_count()} CPUs ({affinity} usable); {cpu_model}",
-        f"platform: {platform.platform()}",
-        f"python: {platform.python_version()} ({sys.executable})",
-        f"Pillow {PIL.__version__}, numpy {numpy.__version__}{ih}",
-    ]
 
 
 def child_env() -> dict:
@@ -444,7 +416,13 @@ def main(argv=None) -> int:
 
     workers = os.cpu_count() or 1
     print("== dupfinder hashing throughput benchmark (issue 5) ==")
-    for line in machine_lines():
+    try:
+        import imagehash
+
+        ih = f", ImageHash {imagehash.__version__}"
+    except ImportError:
+        ih = ", ImageHash missing"
+    for line in machine_lines(versions=ih):
         print(line)
     photos = list_photos(Path(args.photos))
     print(f"photos: {args.photos} ({len(photos)} files)")

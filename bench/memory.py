@@ -53,7 +53,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -75,7 +74,7 @@ CAMERA_SIZES = [(4000, 3000), (3000, 4000), (4032, 3024), (3024, 4032), (1920, 1
 SRC_ROOT = REPO
 
 
-from _snapshot import live_changed_note, snapshot, source_digest  # noqa: E402,F401
+from _common import live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -115,34 +114,6 @@ def reset_hwm() -> bool:
         return True
     except OSError:
         return False
-
-
-def machine_lines() -> list[str]:
-    import numpy
-    import PIL
-
-    cpu_model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) // 1024} MiB RAM"
-                break
-    except OSError:
-        pass
-    return [
-        f"machine: {os.cpu_count()} CPUs{mem}; {cpu_model}",
-        f"platform: {platform.platform()}",
-        f"python: {platform.python_version()} ({sys.executable})",
-        f"Pillow {PIL.__version__}, numpy {numpy.__version__}",
-    ]
 
 
 # -- synthetic records -------------------------------------------------------------

@@ -48,7 +48,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import re
@@ -72,7 +71,7 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SRC_ROOT = REPO
 
 
-from _snapshot import live_changed_note, snapshot, source_digest  # noqa: E402,F401
+from _common import live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -85,35 +84,6 @@ GOAL_RATIO = 20.0
 
 
 # -- machine -------------------------------------------------------------------
-
-
-def machine_lines() -> list[str]:
-    import numpy
-    import PIL
-
-    cpu_model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) // 1024} MiB RAM"
-                break
-    except OSError:
-        pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [
-        f"machine: {os.cpu_count()} CPUs ({affinity} usable){mem}; {cpu_model}",
-        f"platform: {platform.platform()}",
-        f"python: {platform.python_version()} ({sys.executable})",
-        f"Pillow {PIL.__version__}, numpy {numpy.__version__}",
-    ]
 
 
 def child_env() -> dict:

@@ -1,6 +1,6 @@
-"""Which dupfinder a benchmark measures: a snapshot of dupfinder/ taken at start, or the tree.
+"""What the benchmarks share: the machine they describe, and which dupfinder they measure.
 
-Others may edit the working tree while a long benchmark runs; one run must
+A benchmark measures a snapshot of dupfinder/ taken at start, or the tree. Others may edit the working tree while a long benchmark runs; one run must
 measure one version, so the benchmarks copy ``dupfinder/`` first (``--live``
 measures the working tree instead) and say at the end whether it changed.
 """
@@ -8,6 +8,8 @@ measures the working tree instead) and say at the end whether it changed.
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -45,3 +47,33 @@ def live_changed_note(start_digest_line: str) -> str:
     if now == was:
         return f"dupfinder/ in the working tree is unchanged since the start ({now})"
     return f"note: dupfinder/ in the working tree changed during the run (now {now}); the figures are for {was}"
+
+
+def machine_lines(*, versions: str = "") -> list[str]:
+    """What a benchmark prints about the machine: CPUs, memory, platform, versions."""
+    import numpy
+    import PIL
+
+    cpu_model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) // 1024} MiB RAM"
+                break
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        f"machine: {os.cpu_count()} CPUs ({affinity} usable){mem}; {cpu_model}",
+        f"platform: {platform.platform()}",
+        f"python: {platform.python_version()} ({sys.executable})",
+        f"Pillow {PIL.__version__}, numpy {numpy.__version__}{versions}",
+    ]
