@@ -360,16 +360,16 @@ class Cache:
     def put_file(self, path: str, *, size: int, mtime_ns: int, digest: bytes, added_at: float | None = None) -> None:
         """Record what a path looks like now; keeps its first-seen time if unchanged."""
         self._begin()
-        row = self.db.execute(
-            "SELECT digest, added_at FROM files WHERE path = ?", (_b(path),)
-        ).fetchone()
         # A file counts as added when the scan that first saw it began, so
-        # that "new since the last scan" compares like with like.
+        # that "new since the last scan" compares like with like; the same
+        # content at the same path keeps its first time (one statement: this
+        # runs once per hashed file).
         now = added_at if added_at is not None else (self.scan_started or time.time())
-        if row and row[0] == digest:
-            now = row[1]  # same content at the same path: not new
         self.db.execute(
-            "INSERT OR REPLACE INTO files (path, size, mtime_ns, digest, added_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO files (path, size, mtime_ns, digest, added_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+            "added_at = CASE WHEN files.digest = excluded.digest THEN files.added_at "
+            "ELSE excluded.added_at END, digest = excluded.digest",
             (_b(path), size, mtime_ns, digest, now),
         )
 
