@@ -8,24 +8,24 @@ What it measures
     1-4 bits away; realistic paths such as ``/photos/2024/05/IMG_012345.jpg``;
     a 32-hex-digit content digest; sizes, mtimes and camera dimensions as
     distinct int objects, as unpickled worker results are) are fed into the
-    code ``scan()`` runs after hashing: sort by path, ``scan._words`` (the hex
-    to uint64 loop), ``cluster.build_groups(files, words, threshold, ...)``
+    code ``scan()`` runs after hashing, as a stream (the workers' results
+    arrive one by one): ``scan.collect`` (into a columnar
+    :class:`dupfinder.filetable.FileTable`, sorted by path),
+    ``scan.group_files`` (the orientation, crop, turn and region searches)
     and ``report.write_report`` to a temporary file. The records carry every
     optional hex field the measured HashedFile has and a worker fills
-    (``variants``: the 8 flips and turns; ``extras``: crops, turns, regions),
-    and build_groups gets the arrays scan() passes it, found by signature, so
-    the figures follow the code as it is. ``--bare-records`` leaves those
-    fields empty; ``--no-transforms`` groups as ``--no-transforms`` does.
+    (``variants``: the 8 flips and turns; ``extras``: crops, turns, regions).
+    ``--bare-records`` leaves those fields empty; ``--no-transforms`` groups
+    as ``--no-transforms`` does.
 
     Each measurement is a child process per size (``ru_maxrss``):
-      records        builds the records only (the baseline: what hashing
-                     leaves behind in the collector)
-      pipeline-csv   records + sort + words + build_groups + CSV report
+      records        keeps every record as a HashedFile (the baseline: what
+                     scan() kept before the FileTable)
+      pipeline-csv   stream -> collect -> group_files -> CSV report
       pipeline-json  the same with the JSON report
       scan-like      also holds what scan() keeps alive next to them: the
-                     walker's FileEntry list (and, while records are made, the
+                     walker's FileEntry list (and, while results stream, the
                      by-path dict Hasher.run holds); CSV report
-    so the printout shows the pipeline's own overhead (pipeline - records).
     It also prints a per-file breakdown of the Python objects (sys.getsizeof)
     and the peak RSS of a real small scan (``dupfinder.cli.main`` in a child:
     main process and largest worker separately).
@@ -232,41 +232,6 @@ def iter_records(n: int, seed: int, dup_percent: float, optional: dict[str, int]
             yield HashedFile(**fields)
 
 
-ARRAY_NAMES = ("words", "variants", "extras")
-
-
-def words_of(files, transforms: bool) -> dict:
-    """scan._words, whatever its current signature: {'words': ..., 'variants': ..., 'extras': ...}."""
-    import importlib
-
-    import numpy as np
-
-    from dupfinder.fingerprint import HashSpec
-
-    scan_mod = importlib.import_module("dupfinder.scan")  # the package re-exports scan(), the function
-    fn = scan_mod._words
-    if "transforms" in inspect.signature(fn).parameters:
-        res = fn(files, HashSpec(), transforms=transforms)
-    else:
-        res = fn(files, HashSpec())
-    if isinstance(res, np.ndarray):
-        res = (res,)
-    return dict(zip(ARRAY_NAMES, res))
-
-
-def group(files, arrays: dict, threshold: int):
-    """build_groups(files, words, threshold, ...) with the arrays scan() passes, as far as it takes them."""
-    from dupfinder.cluster import build_groups
-
-    params = inspect.signature(build_groups).parameters
-    kwargs = {k: v for k, v in arrays.items() if k != "words" and k in params and v is not None}
-    if kwargs.get("variants") is not None and "transform_names" in params:
-        from dupfinder.fingerprint import TRANSFORMS
-
-        kwargs["transform_names"] = TRANSFORMS
-    return build_groups(files, arrays["words"], threshold, **kwargs)
-
-
 def child(mode: str, n: int, args) -> dict:
     """One measurement, in this (child) process; returns phases and peaks."""
     import numpy  # noqa: F401  (the same imports in every mode)
@@ -291,34 +256,45 @@ def child(mode: str, n: int, args) -> dict:
         t = time.perf_counter()
 
     mark("imports")
-    entries = [] if mode == "scan-like" else None
-    if entries is not None:
-        # Hasher.run holds a by-path dict of the entries while hashing; it is gone by grouping.
-        records = []
-        by_path = {}
-        for r in iter_records(n, args.seed, args.dup_percent, optional, entries):
-            by_path[r.path] = entries[-1]
-            records.append(r)
-        mark("records + entries + by_path")
-        del by_path
-    else:
+    entries = by_path = records = None
+    if mode == "records":
+        # The baseline: every result kept as a HashedFile, as scan() did before FileTable.
         records = list(iter_records(n, args.seed, args.dup_percent, optional))
         mark("records")
+    elif mode == "scan-like":
+        # scan() holds the walker's FileEntry list, and Hasher.run a by-path dict of it, while results stream.
+        entries = []
+        for _ in iter_records(n, args.seed, args.dup_percent, optional, entries):
+            pass
+        by_path = {e.path: e for e in entries}
+        mark("entries + by_path")
     out = {"mode": mode, "n": n}
     if mode != "records":
-        records.sort(key=lambda f: f.path)  # scan() sorts its list in place
-        files = records
-        mark("sort")
+        from dupfinder import scan as _scan  # noqa: F401  (the package re-exports scan(), the function)
+        import importlib
+
+        scan_mod = importlib.import_module("dupfinder.scan")
         if args.profile:
             import cProfile
 
             prof = cProfile.Profile()
             prof.enable()
-        arrays = words_of(files, args.transforms)
-        mark("words")
-        out["arrays"] = {k: list(v.shape) for k, v in arrays.items() if v is not None}
-        groups = group(files, arrays, args.threshold)
-        mark("build_groups")
+        # What scan() does with the workers' stream: collect it into a FileTable.
+        source = iter_records(n, args.seed, args.dup_percent, optional)
+        if entries is not None:  # a worker's result carries the entry's own path, size and mtime objects
+            import dataclasses
+
+            source = (dataclasses.replace(r, path=e.path, size=e.size, mtime_ns=e.mtime_ns)
+                      for r, e in zip(source, entries))
+        files = scan_mod.collect(source, [], capacity=n)
+        records = None
+        mark("collect (table)")
+        if entries is not None:
+            del by_path  # Hasher.run's dict is gone once the stream ends
+        out["arrays"] = {k: list(getattr(files, k).shape) for k in ("words", "variants", "extras")
+                         if getattr(files, k) is not None}
+        groups = scan_mod.group_files(files, args.threshold, transforms=args.transforms)
+        mark("group_files")
         if args.profile:
             import io
             import pstats
@@ -334,7 +310,7 @@ def child(mode: str, n: int, args) -> dict:
             out["profile"] = lines
         result = ScanResult(
             settings=ScanSettings(roots=("/photos",), threshold=args.threshold),
-            files=tuple(files),
+            files=files,
             groups=groups,
             errors=(),
             counts={"found": n, "hashed": n, "groups": len(groups)},
@@ -350,7 +326,7 @@ def child(mode: str, n: int, args) -> dict:
     out["phases"] = phases
     # ru_maxrss would do, but resetting VmHWM lowers it too: the peak is the largest phase peak.
     out["peak_mb"] = round(max(peaks) if can_reset else peak_mb(), 1)
-    out["records_len"] = len(records)
+    out["records_len"] = n
     return out
 
 
@@ -447,7 +423,7 @@ def main(argv=None) -> int:
                     help="above this many files run only the records and scan-like children (time; default 100000)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true",
-                    help="cProfile words + build_groups in the pipeline-csv child (slower; its times are inflated)")
+                    help="cProfile collect + group_files in the pipeline-csv child (slower; its times are inflated)")
     ap.add_argument("--live", action="store_true", help="measure the working tree's dupfinder/, not a snapshot")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -506,10 +482,10 @@ def main(argv=None) -> int:
                 if r.get("arrays"):
                     print("      arrays: " + ", ".join(f"{k} {tuple(v)}" for k, v in r["arrays"].items()))
                 if r.get("profile"):
-                    print("      cProfile of words + build_groups (own time):")
+                    print("      cProfile of collect + group_files (own time):")
                     for line in r["profile"]:
                         print("        " + line)
-            if (n, "scan-like") in results:
+            if (n, "scan-like") in results and n >= 1_000_000:
                 peak = results[(n, "scan-like")]["peak_mb"] * 2**20
                 budget = GOAL_BYTES * n / 1_000_000
                 print(f"  goal: scan-like peak {peak / 2**30:.2f} GB for {n:,} files against "

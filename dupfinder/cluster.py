@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .filetable import LOW_QUALITY, MIN_SIDE, low_information_mask, same_content_pairs
 from .index import find_matches, find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member, UsageError
 from .robust import extra_pairs, pair_distance, relation
@@ -37,15 +38,6 @@ __all__ = [
 ]
 
 KEEP_RULES = ("default", "largest", "oldest", "newest", "shortest-path", "prefer:GLOB")
-
-# Below this PDQ-style quality (0-100) an image is "low information": blank,
-# one flat colour, or nearly so. Their hashes are noise around a few common
-# values and would chain into huge false groups. Real photos score 90-100 here;
-# the flattest real photo in the project's collection (an out-of-focus colour
-# wash) scores 48, and 13 with its contrast halved.
-LOW_QUALITY = 8
-# Images this small carry too few pixels for a meaningful hash.
-MIN_SIDE = 16
 
 # Variant k of a file is the file turned by TRANSFORMS[k]; if that matches the
 # kept file, the file *is* the kept file turned by the inverse.
@@ -198,11 +190,10 @@ def build_groups(
         variants = rows[:, None, :]
     variants = np.asarray(variants, dtype=np.uint64).reshape(n, -1, w)
 
-    eligible = np.array([not is_low_information(f) for f in files], dtype=bool)
-    eligible_idx = np.flatnonzero(eligible)
-    signature = variants[eligible_idx].reshape(len(eligible_idx), variants.shape[1] * w)
-    unique, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    eligible_idx = np.flatnonzero(~low_information_mask(files))
+    # Row selections copy; most scans have no blank files, so skip them then.
+    pick = (lambda a: a) if len(eligible_idx) == n else (lambda a: a[eligible_idx])
+    unique, inverse = _unique_rows(pick(variants).reshape(len(eligible_idx), variants.shape[1] * w))
     m = len(unique)
     unique_variants = unique.reshape(m, variants.shape[1], w)
     identity = unique_variants[:, 0, :]
@@ -225,16 +216,14 @@ def build_groups(
     right.append(m + eligible_idx.astype(np.int64))
     if extras is not None:
         extras = np.asarray(extras, dtype=np.uint64).reshape(n, -1, w)
-        ea, eb = extra_pairs(
-            extras[eligible_idx], rows[eligible_idx], variants[eligible_idx], threshold, method=method
-        )
+        ea, eb = extra_pairs(pick(extras), pick(rows), pick(variants), threshold, method=method)
         left.append(m + eligible_idx[ea])
         right.append(m + eligible_idx[eb])
     if links:
         pairs = np.array(sorted(links), dtype=np.int64).reshape(-1, 2)
         left.append(m + pairs[:, 0])
         right.append(m + pairs[:, 1])
-    same_a, same_b = _same_content(files)
+    same_a, same_b = same_content_pairs(files)
     left.append(m + same_a)
     right.append(m + same_b)
     groups = []
@@ -248,17 +237,38 @@ def build_groups(
     return tuple(DuplicateGroup(i, g.members, g.max_distance) for i, g in enumerate(groups, start=1))
 
 
-def _same_content(files: Sequence[HashedFile]) -> tuple[np.ndarray, np.ndarray]:
-    by_digest: dict[str, int] = {}
-    a, b = [], []
-    for i, f in enumerate(files):
-        if not f.digest:
-            continue
-        j = by_digest.setdefault(f.digest, i)
-        if j != i:
-            a.append(j)
-            b.append(i)
-    return np.array(a, np.int64), np.array(b, np.int64)
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows (sorted) and each row's index among them, as np.unique(axis=0) gives.
+
+    np.unique(axis=0) sorts copies of the whole (n, 8) block; this sorts one
+    64-bit mix per row and checks the rows against their representative, so a
+    million files cost tens of MB instead of hundreds. Rows whose mixes
+    collide (never seen; checked) fall back to np.unique.
+
+    >>> u, inv = _unique_rows(np.array([[3, 1], [2, 2], [3, 1]], np.uint64))
+    >>> u.tolist(), inv.tolist()
+    ([[2, 2], [3, 1]], [1, 0, 1])
+    """
+    n, k = rows.shape
+    if n == 0:
+        return rows[:0], np.zeros(0, np.int64)
+    mix = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for c in range(k):  # a multiply-xorshift mix of each word in turn (splitmix64's constants)
+            mix = (mix ^ rows[:, c]) * np.uint64(0xBF58476D1CE4E5B9)
+            mix ^= mix >> np.uint64(31)
+    _, first, inverse = np.unique(mix, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    step = 1 << 16
+    for s in range(0, n, step):
+        if not np.array_equal(rows[s : s + step], rows[first[inverse[s : s + step]]]):
+            unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+            return unique, inverse.reshape(-1)
+    unique = rows[first]
+    order = np.lexsort(unique.T[::-1])  # np.unique's order: rows sorted lexicographically
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return unique[order], rank[inverse]
 
 
 def _without_ignored(members_idx, files, variants, threshold, ignored, links=None, extras=None):

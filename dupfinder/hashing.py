@@ -153,8 +153,8 @@ class Hasher:
         todo: Sequence[FileEntry] = entries
         try:
             if self.cache is not None:
-                known, todo = self._split_cached(entries, by_path)
-                yield from known
+                todo = []
+                yield from self._cached(entries, by_path, todo)
             self.cached = len(entries) - len(todo)
             for digest, outcome in fingerprint_entries(
                 todo, self.spec, executor=self.executor, workers=self.workers,
@@ -209,20 +209,18 @@ class Hasher:
             hit.extras or "",
         )
 
-    def _split_cached(self, entries, by_path):
-        """Answer what the cache knows; return (answers, entries that must be decoded)."""
+    def _cached(self, entries, by_path, misses: list[FileEntry]) -> Iterator[HashedFile | ScanError]:
+        """Yield what the cache knows, as it is looked up; put the entries that must be decoded in ``misses``."""
         cache, key = self.cache, self.key
-        known: list[HashedFile | ScanError] = []
-        misses = []
         for e in entries:
             abspath = os.path.abspath(e.path)
             hit = cache.lookup(abspath, size=e.size, mtime_ns=e.mtime_ns, spec=key)
             if hit is None:
                 misses.append(e)
             else:
-                known.append(self._from_cache(e, hit.digest, hit))
+                yield self._from_cache(e, hit.digest, hit)
         if not misses or not self.roots:
-            return known, misses
+            return
         # A renamed or moved file keeps its size: only new files whose size
         # matches a vanished entry's are digested to look for their old result.
         sizes = cache.sizes_of_missing(
@@ -242,7 +240,8 @@ class Hasher:
                     continue
                 e = by_path[path]
                 cache.put_file(os.path.abspath(path), size=e.size, mtime_ns=e.mtime_ns, digest=digest)
-                known.append(self._from_cache(e, digest, hit))
                 found.add(path)
+                yield self._from_cache(e, digest, hit)
         cache.commit()
-        return known, [e for e in misses if e.path not in found]
+        if found:
+            misses[:] = [e for e in misses if e.path not in found]

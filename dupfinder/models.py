@@ -8,6 +8,7 @@ ScanError(path='a.jpg', stage='decode', message='image file is truncated')
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -209,7 +210,7 @@ class ScanResult:
     """
 
     settings: ScanSettings
-    files: tuple[HashedFile, ...]
+    files: Sequence[HashedFile]
     groups: tuple[DuplicateGroup, ...]
     errors: tuple[ScanError, ...]
     elapsed: float = 0.0

@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from .cluster import is_low_information
+import numpy as np
+
+from .filetable import low_information_mask
 from .models import ReportFormatError, ScanResult
 
 __all__ = [
@@ -196,8 +198,7 @@ def _json_document(result: ScanResult) -> dict:
         # Blank, flat or tiny images: grouped only with byte-identical copies.
         "low_information": [
             {"path": f.path, "quality": f.quality, "width": f.width, "height": f.height}
-            for f in result.files
-            if is_low_information(f)
+            for f in (result.files[int(i)] for i in np.flatnonzero(low_information_mask(result.files)))
         ],
     }
 

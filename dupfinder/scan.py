@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
-from . import hashes
-from .cluster import build_groups, is_low_information, keep_rule, only_new
+from .cluster import build_groups, keep_key, keep_rule, only_new
 from .executor import Executor, make_executor
-from .fingerprint import ALGORITHMS, COMPAT_MODES, N_EXTRAS, TRANSFORMS, HashSpec
+from .filetable import FileTable, TableBuilder, low_information_mask
+from .fingerprint import ALGORITHMS, COMPAT_MODES, TRANSFORMS, HashSpec
 from .hashing import Hasher, ProgressCallback, _noop
 from .models import (
     FileEntry,
@@ -29,7 +29,9 @@ from .models import (
 )
 from .walk import walk
 
-__all__ = ["scan", "walk_entries", "ProgressCallback", "validate_settings", "default_threshold"]
+__all__ = [
+    "scan", "walk_entries", "collect", "group_files", "ProgressCallback", "validate_settings", "default_threshold",
+]
 
 INDEX_METHODS = ("auto", "mih", "bktree", "brute")
 
@@ -192,11 +194,9 @@ def scan(
         spec, cache=cache, executor=executor, workers=getattr(executor, "workers", 1),
         progress=progress, roots=settings.roots,
     )
-    files: list[HashedFile] = []
     try:
-        for item in hasher.run(entries):
-            (errors if isinstance(item, ScanError) else files).append(item)
-        files.sort(key=lambda f: f.path)
+        files = collect(hasher.run(entries), errors, capacity=len(entries))
+        found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
         features = _partial_features(files, executor, orient, progress) if partial else None
     finally:
         if own_executor:
@@ -204,15 +204,13 @@ def scan(
 
     errors.sort(key=lambda e: (e.path, e.stage))
     progress(Progress("group", 0, 1))
-    words, variants, extras = _words(files, spec, transforms=transforms)
-    ignored = cache.ignored_pairs() if cache is not None else set()
-    groups = build_groups(
-        files, words, threshold, method=index, key=key_for, ignored=ignored,
-        variants=variants, transform_names=TRANSFORMS, extras=extras,
+    groups = group_files(
+        files, threshold, index=index, key=key_for, transforms=transforms,
+        ignored=cache.ignored_pairs() if cache is not None else frozenset(),
         links=_partial_links(features) if partial else None,
     )
     if new_since is not None:
-        added = cache.added_at(os.path.abspath(f.path) for f in files)
+        added = cache.added_at(os.path.abspath(p) for p in files.paths)
         groups = only_new(groups, lambda p: added.get(os.path.abspath(p), float("inf")) > new_since)
     progress(Progress("group", 1, 1))
     if cache is not None:
@@ -221,17 +219,17 @@ def scan(
         cache.finish_scan(scan_id)
     return ScanResult(
         settings=ScanSettings(**{**_settings_fields(settings), "new_since": new_since}),
-        files=tuple(files),
+        files=files,
         groups=groups,
         errors=tuple(errors),
         elapsed=time.monotonic() - started,
         counts={
-            "found": len(entries),
+            "found": found,
             "hashed": len(files),
             "decoded": hasher.decoded,
             "cached": hasher.cached,
             "errors": len(errors),
-            "low_information": sum(1 for f in files if is_low_information(f)),
+            "low_information": int(files.low_information.sum()),
             "groups": len(groups),
             "duplicates": sum(len(g) - 1 for g in groups),
         },
@@ -250,12 +248,12 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _partial_features(files: Sequence[HashedFile], executor, orient: bool, progress) -> list:
+def _partial_features(files: FileTable, executor, orient: bool, progress) -> list:
     """Local features of each file (None for blank, flat or tiny ones: they match only identical files)."""
     from .partial import features_for
 
-    eligible = [i for i, f in enumerate(files) if not is_low_information(f)]
-    found = features_for([files[i].path for i in eligible], executor=executor,
+    eligible = np.flatnonzero(~low_information_mask(files)).tolist()
+    found = features_for([files.paths[i] for i in eligible], executor=executor,
                          workers=getattr(executor, "workers", 1), orient=orient, progress=progress)
     features = [None] * len(files)
     for i, f in zip(eligible, found):
@@ -270,23 +268,40 @@ def _partial_links(features: list):
     return partial_relations(features)
 
 
-def _words(files: Sequence[HashedFile], spec: HashSpec, *, transforms: bool):
-    """The hashes as arrays: identity (n, w), variants (n, 8, w), extras (n, 53, w)."""
-    n_words = spec.bits // 64
-    words = np.empty((len(files), n_words), dtype=np.uint64)
-    for i, f in enumerate(files):
-        words[i] = hashes.from_hex(f.hash)
-    if not transforms or not files or any(not f.variants for f in files):
-        return words, None, None
-    variants = np.empty((len(files), len(TRANSFORMS), n_words), dtype=np.uint64)
-    for i, f in enumerate(files):
-        variants[i] = hashes.from_hex(f.variants).reshape(len(TRANSFORMS), n_words)
-    if any(not f.extras for f in files):
-        return words, variants, None
-    extras = np.empty((len(files), N_EXTRAS, n_words), dtype=np.uint64)
-    for i, f in enumerate(files):
-        extras[i] = hashes.from_hex(f.extras).reshape(N_EXTRAS, n_words)
-    return words, variants, extras
+def collect(items: Iterable[HashedFile | ScanError], errors: list[ScanError], *, capacity: int = 1024) -> FileTable:
+    """The hashed files of a stream as a path-sorted FileTable; its errors go to ``errors``.
+
+    >>> errs = []
+    >>> t = collect([HashedFile("b", 1, 0, 64, 64, "00000000000000ff"), ScanError("c", "open", "gone")], errs)
+    >>> len(t), [e.path for e in errs]
+    (1, ['c'])
+    """
+    builder = TableBuilder(capacity=capacity)
+    for item in items:
+        if isinstance(item, ScanError):
+            errors.append(item)
+        else:
+            builder.add(item)
+    return builder.finish()
+
+
+def group_files(
+    files: FileTable, threshold: int, *, index: str = "auto", key=keep_key, transforms: bool = True,
+    ignored=frozenset(), links=None,
+):
+    """Group a FileTable as ``scan`` does: its hashes, orientations and extra hashes.
+
+    >>> t = collect([HashedFile(p, 1, 0, 64, 64, h) for p, h in (("a", "00000000000000ff"),
+    ...                                                        ("b", "00000000000000fe"))], [])
+    >>> [[m.path for m in g.members] for g in group_files(t, 2)]
+    [['a', 'b']]
+    """
+    variants, extras = (files.variants, files.extras) if transforms else (None, None)
+    return build_groups(
+        files, files.words, threshold, method=index, key=key, ignored=ignored,
+        variants=variants, transform_names=TRANSFORMS, extras=extras if variants is not None else None,
+        links=links,
+    )
 
 
 def default_threshold(algorithm: str, hash_size: int) -> int:
