@@ -210,7 +210,8 @@ def scan(
         links=_partial_links(features) if partial else None,
     )
     if new_since is not None:
-        added = cache.added_at(os.path.abspath(p) for p in files.paths)
+        # Only members can be new: a million-file tree need not be looked up.
+        added = cache.added_at(os.path.abspath(m.path) for g in groups for m in g.members)
         groups = only_new(groups, lambda p: added.get(os.path.abspath(p), float("inf")) > new_since)
     progress(Progress("group", 1, 1))
     if cache is not None:
