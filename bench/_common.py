@@ -77,3 +77,13 @@ def machine_lines(*, versions: str = "") -> list[str]:
         f"python: {platform.python_version()} ({sys.executable})",
         f"Pillow {PIL.__version__}, numpy {numpy.__version__}{versions}",
     ]
+
+
+def reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs), so each phase gets its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -74,7 +74,7 @@ CAMERA_SIZES = [(4000, 3000), (3000, 4000), (4032, 3024), (3024, 4032), (1920, 1
 SRC_ROOT = REPO
 
 
-from _common import live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
+from _common import live_changed_note, machine_lines, reset_hwm, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -104,16 +104,6 @@ def hwm_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return peak_mb()
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs), so each phase gets its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # -- synthetic records -------------------------------------------------------------

@@ -6,6 +6,10 @@ hashes are collapsed first and expanded back at the end.  "auto" takes brute
 force or multi-index hashing, whichever a fitted cost model expects to be
 faster (bench/search.py: MIH from 1-3 thousand hashes up; pybktree, pure
 Python, is never the fastest: 0.003x-0.04x the speed of brute force).
+MIH keeps one substring's table of the database side at a time (12 bytes a
+hash) and find_matches probes it with ~10**6 queries at a time, so 9*10**6
+queries against 8*10**6 hashes take ~200 MB beyond the inputs, not 2 GB
+(bench/index_memory.py).
 
 >>> h = np.array([0b1011, 0xFF00, 0b1001], dtype=np.uint64)
 >>> list(find_pairs(h, 1))
@@ -14,6 +18,7 @@ Python, is never the fastest: 0.003x-0.04x the speed of brute force).
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from collections import Counter
@@ -32,10 +37,21 @@ METHODS = ("auto", "mih", "bktree", "brute")
 # Elements per temporary block: 2**19 uint64 (4 MB) keeps brute force in cache,
 # measured 1.6 ns/pair against 10 ns/pair with 200 MB blocks.
 _BLOCK = 1 << 19
-# Candidate pairs expanded at once by MIH: each temporary array is 16 MB.
-_CANDIDATES = 1 << 21
+# Candidate pairs expanded at once by MIH: each temporary array is 2 MB.  At
+# 9*10**6 x 8*10**6 hashes 2**18 ran 1.4x as fast as 2**21 (16 MB arrays,
+# out of cache) and kept ~100 MB less at the peak.
+_CANDIDATES = 1 << 18
+# Bucket lookups per step of MIH: a step's arrays take tens of bytes a lookup,
+# so 2**17 keep them to a few MB (2**19 cost 60 MB more at 9*10**6 queries).
+_LOOKUPS = 1 << 17
 # Longest MIH substring, so its bucket tables have at most 2**24 entries.
 _MAX_BITS = 24
+# Queries per part of a big find_matches: a part's grouping, keys and buckets
+# take ~40 bytes a query, ~40 MB for 2**20, where MIH on all 9*10**6 queries
+# of a 10**6-file scan at once took 1.5 GB.
+_QUERIES = 1 << 20
+# Which uint32 half of a uint64 holds its low bits.
+_LOW = 0 if np.little_endian else 1
 
 _LUT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -122,21 +138,56 @@ def hamming_distance(a, b):
     return _popcount(a ^ b).sum(axis=1, dtype=np.int32)
 
 
+def _narrow(idx, n):
+    """Positions as int32 when n allows: half the memory of numpy's int64."""
+    return idx.astype(np.int32) if n < 2**31 else idx
+
+
 def _group(cols):
-    """Collapse identical hashes: sort order, group starts and sizes, unique hashes."""
+    """Collapse identical hashes: sort order, group starts and sizes, unique hashes.
+
+    When all hashes differ (most big sets) the first three are None and the
+    unique hashes are cols itself, so no order or copy is kept.
+    """
     n = len(cols[0])
-    order = np.lexsort(cols[::-1]) if len(cols) > 1 else np.argsort(cols[0])
-    srt = [c[order] for c in cols]
-    new = np.zeros(n, dtype=bool)
-    new[:1] = True
-    for c in srt:
-        new[1:] |= c[1:] != c[:-1]
-    starts = np.flatnonzero(new)
-    return order, starts, np.diff(np.append(starts, n)), tuple(c[starts] for c in srt)
+    if len(cols) == 1 and n > 1:
+        srt = np.sort(cols[0])  # SIMD sort, 8x faster than argsort: most sets have no duplicate
+        distinct = (srt[1:] != srt[:-1]).all()
+        del srt
+        if distinct:
+            return None, None, None, cols
+    if n < 2:
+        return None, None, None, cols
+    order = _narrow(np.lexsort(cols[::-1]) if len(cols) > 1 else np.argsort(cols[0]), n)
+    new = np.ones(n, dtype=bool)
+    for s in range(0, n - 1, _BLOCK):  # a block at a time: no full-size sorted copies
+        o = order[s : s + _BLOCK + 1]
+        same = np.ones(len(o) - 1, dtype=bool)
+        for c in cols:
+            v = c[o]
+            same &= v[1:] == v[:-1]
+        new[s + 1 : s + len(o)] = ~same
+    starts = _narrow(np.flatnonzero(new), n)
+    if len(starts) == n:
+        return None, None, None, cols
+    counts = np.diff(np.append(starts, starts.dtype.type(n)))
+    return order, starts, counts, tuple(c[order[starts]] for c in cols)
+
+
+def _expand(ga, gb, gi, gj):
+    """Original positions of every pair behind unique-hash pairs (gi, gj) of groupings ga, gb, and its pair index."""
+    (oa, sa, ca), (ob, sb, cb) = ga[:3], gb[:3]
+    if oa is None and ob is None:  # all hashes differ on both sides
+        return gi, gj, slice(None)
+    ones = np.ones(len(gi), np.int64)
+    pa, pb, own = _product(gi if oa is None else sa[gi], ones if oa is None else ca[gi],
+                           gj if ob is None else sb[gj], ones if ob is None else cb[gj])
+    return (pa if oa is None else oa[pa]), (pb if ob is None else ob[pb]), own
 
 
 def _product(sa, ca, sb, cb):
     """Every pair of positions from ranges [sa, sa+ca) x [sb, sb+cb), and its range index."""
+    ca, cb = ca.astype(np.int64), cb.astype(np.int64)  # int32 group sizes would overflow here
     sizes = ca * cb
     owner = np.repeat(np.arange(len(sizes)), sizes)
     offs = np.arange(len(owner)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -282,11 +333,36 @@ def _mih_plan(na, nb, bits, threshold, same):
 
 
 def _substring(cols, start, length):
+    """Bits start..start+length-1 of every hash as int32 (length <= 24), a block at a time."""
     word, off = divmod(start, 64)
-    v = cols[word] >> np.uint64(off)
-    if off + length > 64:
-        v |= cols[word + 1] << np.uint64(64 - off)
-    return (v & np.uint64((1 << length) - 1)).astype(np.int64)
+    out = np.empty(len(cols[0]), np.int32)
+    for s in range(0, len(out), _BLOCK):  # whole-array uint64 temporaries took 16 bytes a hash
+        v = cols[word][s : s + _BLOCK] >> np.uint64(off)
+        if off + length > 64:
+            v |= cols[word + 1][s : s + _BLOCK] << np.uint64(64 - off)
+        v &= np.uint64((1 << length) - 1)
+        out[s : s + _BLOCK] = v
+    return out
+
+
+def _keysort(keys):
+    """Stable sort of keys below 2**24: (positions in sorted order, sorted keys).
+
+    One SIMD sort of (key << 32 | position) as uint64 is 6x faster than
+    argsort, and the positions come out 4 bytes a key instead of 8.  The
+    sorted keys are a view into the sorted pairs: drop them early.
+    """
+    n = len(keys)
+    if n >= 2**32:
+        perm = np.argsort(keys, kind="stable")
+        return perm, keys[perm]
+    pair = np.empty((n, 2), np.uint32)
+    pair[:, 1 - _LOW] = keys
+    del keys  # the caller holds no other reference: 4 bytes a key less at the peak
+    for s in range(0, n, _BLOCK):
+        pair[s : s + _BLOCK, _LOW] = np.arange(s, min(n, s + _BLOCK), dtype=np.uint32)
+    pair.view(np.uint64).reshape(-1).sort()
+    return pair[:, _LOW].astype(np.int32 if n < 2**31 else np.int64), pair[:, 1 - _LOW].view(np.int32)
 
 
 def _masks(length, radius, top=None):
@@ -295,76 +371,116 @@ def _masks(length, radius, top=None):
         combos = (c for k in range(radius + 1) for c in combinations(range(length), k))
     else:
         combos = (c + (top,) for k in range(radius) for c in combinations(range(top), k))
-    return np.array([sum(1 << b for b in c) for c in combos], dtype=np.int64)
+    return np.array([sum(1 << b for b in c) for c in combos], dtype=np.int32)
 
 
-def _mih_join(ua, ub, threshold, same, m):
-    """Exact MIH join of unique hash sets; each pair (i, j) once when same."""
-    lengths, radii = _layout(64 * len(ua), threshold, m)
-    offsets = np.cumsum([0] + lengths[:-1])
-    subs = [_substring(ua, o, n) for o, n in zip(offsets, lengths)]
-    subs = [(v, v if same else _substring(ub, o, n)) for v, o, n in zip(subs, offsets, lengths)]
-    out = []
-    for k, (length, radius) in enumerate(zip(lengths, radii)):
+def _runs(k):
+    """Starts and lengths of the runs of equal values in sorted k."""
+    starts = _narrow(np.flatnonzero(np.append(True, k[1:] != k[:-1])), len(k))
+    return starts, np.diff(np.append(starts, starts.dtype.type(len(k))))
+
+
+def _table(cols, start, length):
+    """Bucket table of one substring: positions of cols in key order; bucket start and size of every key.
+
+    Direct-address tables of int32 (2**24 keys: 64 MB each) for random lookups.
+    """
+    perm, keys = _keysort(_substring(cols, start, length))
+    count = np.zeros(1 << length, perm.dtype)
+    # Runs of a block of sorted keys at a time: np.bincount's int64 counts of
+    # every key would take 128 MB at 2**24 keys, and as much for few hashes.
+    for s in range(0, len(keys), _BLOCK):
+        run, size = _runs(keys[s : s + _BLOCK])
+        count[keys[s + run]] += size  # a key that spans two blocks gets both parts
+    first = np.cumsum(count, dtype=count.dtype)
+    first -= count
+    return perm, first, count
+
+
+def _mih_join(parts, ub, threshold, same, m):
+    """Exact MIH join: (part, blocks) for every searched substring and part of the a side; pairs once when same.
+
+    One substring at a time, the b side's table is built once and probed by
+    every part, so only one table and one part are alive at a time.
+    """
+    lengths, radii = _layout(64 * len(ub), threshold, m)
+    searched = []
+    for start, length, radius in zip(np.cumsum([0] + lengths[:-1]).tolist(), lengths, radii):
         if radius < 0:
             continue
-        va, vb = subs[k]
-        perm_a, perm_b, hits = _bucket_hits(va, vb, length, radius, same)
+        perm_b, first, count = _table(ub, start, length)
         # Hashes in bucket order: candidates then read memory nearly in sequence,
         # and only the survivors go through the permutation: 10-18% faster in bench runs.
-        sorted_a = [c[perm_a] for c in ua]
-        sorted_b = sorted_a if same else [c[perm_b] for c in ub]
-        for sa, ca, sb, cb, tri in hits:
-            for pa, pb in _chunks(sa, ca, sb, cb, tri):
-                pa, pb, d = _distances(sorted_a, sorted_b, pa, pb, threshold)
-                ia, ib = perm_a[pa], perm_b[pb]
-                for e in range(k):  # drop pairs that an earlier substring reports
-                    if radii[e] >= 0 and len(ia):
-                        keep = np.flatnonzero(_popcount(subs[e][0][ia] ^ subs[e][1][ib]) > radii[e])
-                        ia, ib, d = ia[keep], ib[keep], d[keep]
-                out.append((ia, ib, d))
-    return out
+        sorted_b = [c[perm_b] for c in ub]
+        for part, ua in parts(start, length):
+            if same:
+                perm_a, sorted_a, hits = perm_b, sorted_b, _self_hits(first, count, length, radius)
+            else:
+                perm_a, hits = _hits(ua, first, count, start, length, radius)
+                sorted_a = [c[perm_a] for c in ua]
+            del ua  # only its sorted copy is read from here on
+            out = []
+            for sa, ca, sb, cb, tri in hits:
+                for pa, pb in _chunks(sa, ca, sb, cb, tri):
+                    pa, pb, d = _distances(sorted_a, sorted_b, pa, pb, threshold)
+                    if searched and len(pa):  # drop pairs that an earlier substring reports
+                        keep = np.flatnonzero(_unreported(sorted_a, sorted_b, pa, pb, searched))
+                        pa, pb, d = pa[keep], pb[keep], d[keep]
+                    out.append((perm_a[pa], perm_b[pb], d))
+            yield part, out
+            del part, perm_a, sorted_a, hits, out  # the next part is built before the loop rebinds them
+        searched.append((start, length, radius))
+        del perm_b, first, count, sorted_b  # likewise the next table
 
 
-def _bucket_hits(va, vb, length, radius, same):
-    """Sort orders of va and vb, and a generator of bucket pairs whose keys differ by <= radius bits.
+def _unreported(ca, cb, ia, ib, searched):
+    """Which pairs (ia, ib) of hashes ca, cb no earlier substring reports: beyond its radius there."""
+    x = [wa[ia] ^ wb[ib] for wa, wb in zip(ca, cb)]  # a substring of a XOR b is that of a XOR that of b
+    keep = np.ones(len(ia), dtype=bool)
+    for start, length, radius in searched:
+        keep &= _popcount(_substring(x, start, length)) > radius
+    return keep
+
+
+def _hits(ua, first, count, start, length, radius):
+    """Sort order of ua by one substring, and a generator of its bucket pairs with the table's within radius bits.
 
     Pairs are (start_a, count_a, start_b, count_b, inside) arrays, positions in
-    the sort orders; inside marks a bucket paired with itself.
+    ua's sort order and the table's; inside is always False here.
     """
-    # Direct-address tables: bucket start and size for every possible key of vb.
-    perm_b = np.argsort(vb)  # SIMD quicksort: 16 ms for 10**6, stable sort 100 ms
-    # int32 halves their memory (2**24 keys: 64 MB each) and speeds the random lookups.
-    small = np.int32 if len(vb) < 2**31 else np.int64
-    count = np.bincount(vb, minlength=1 << length).astype(small)
-    start = np.cumsum(count, dtype=small) - count
-    if same:
-        perm_a, keys = perm_b, np.flatnonzero(count)
-        qs, qc = start[keys], count[keys]
-    else:
-        perm_a = np.argsort(va)
-        sv = va[perm_a]
-        qs = np.flatnonzero(np.append(True, sv[1:] != sv[:-1]))
-        keys, qc = sv[qs], np.diff(np.append(qs, len(sv)))
+    perm_a, sv = _keysort(_substring(ua, start, length))
+    qs, qc = _runs(sv)
+    keys = sv[qs]
+    del sv
 
     def hits():
-        if same:  # keys differing by a mask pair up once: from the key whose top mask bit is 0
-            tri = np.flatnonzero(qc > 1)
-            yield qs[tri], qc[tri], qs[tri], qc[tri], True
-            groups = ((t, _masks(length, radius, t)) for t in range(length if radius > 0 else 0))
-            groups = ((np.flatnonzero((keys >> t) & 1 == 0), msk) for t, msk in groups)
-        else:
-            groups = [(np.arange(len(keys)), _masks(length, radius))]
-        for sel, msk in groups:
-            step = max(1, _BLOCK // len(msk))
-            for c in range(0, len(sel), step):
-                rows = sel[c : c + step]
-                target = keys[rows, None] ^ msk[None, :]
-                tc = count[target]
-                i, j = np.nonzero(tc)
-                yield qs[rows[i]], qc[rows[i]], start[target[i, j]], tc[i, j], False
+        msk = _masks(length, radius)
+        step = max(1, _LOOKUPS // len(msk))
+        for c in range(0, len(keys), step):
+            target = keys[c : c + step, None] ^ msk[None, :]
+            tc = count[target]
+            i, j = np.nonzero(tc)
+            yield qs[c + i], qc[c + i], first[target[i, j]], tc[i, j], False
 
-    return perm_a, perm_b, hits()
+    return perm_a, hits()
+
+
+def _self_hits(first, count, length, radius):
+    """Bucket pairs of a table with itself whose keys differ by <= radius bits, each once; see _hits."""
+    keys = _narrow(np.flatnonzero(count), 1 << length)
+    qs, qc = first[keys], count[keys]
+    tri = np.flatnonzero(qc > 1)
+    yield qs[tri], qc[tri], qs[tri], qc[tri], True
+    # Keys differing by a mask pair up once: from the key whose top mask bit is 0.
+    for t in range(length if radius > 0 else 0):
+        msk, sel = _masks(length, radius, t), np.flatnonzero((keys >> t) & 1 == 0)
+        step = max(1, _LOOKUPS // len(msk))
+        for c in range(0, len(sel), step):
+            rows = sel[c : c + step]
+            target = keys[rows, None] ^ msk[None, :]
+            tc = count[target]
+            i, j = np.nonzero(tc)
+            yield qs[rows[i]], qc[rows[i]], first[target[i, j]], tc[i, j], False
 
 
 def _chunks(sa, ca, sb, cb, tri=False):
@@ -405,20 +521,31 @@ def _decode(k, cb, tri):
     return k - b * (b - 1) // 2, b
 
 
-def _join(ua, ub, threshold, same, method):
-    """Pairs of unique-hash indices within threshold, as a list of (i, j, d) blocks."""
+def _join(ua, ub, threshold, same, method, parts=None):
+    """Pairs of unique-hash indices within threshold: (part, blocks of (i, j, d)) for each part of the a side.
+
+    parts(start, length) yields (part, unique hashes) covering the a side, by
+    ranges of that substring's keys when MIH asks; ua then stands for the a
+    side in the plan.  Without parts, ua is the one part, None.
+    """
+    if parts is None:
+        parts = lambda *_: [(None, ua)]
     if not len(ua[0]) or not len(ub[0]) or (same and threshold == 0):  # unique hashes differ by >= 1 bit
-        return []
+        return
     if method == "bktree":
-        return _bktree_join(ua, ub, threshold, same)
+        for part, a in parts():
+            yield part, _bktree_join(a, ub, threshold, same)
+        return
     na, nb, bits = len(ua[0]), len(ub[0]), 64 * len(ua)
     cost, m = _mih_plan(na, nb, bits, threshold, same) if method != "brute" else (0, None)
     brute = _brute_cost(na, nb, len(ua), same)
     if method == "auto" and m is not None and cost < brute:
         cost += _C_CAND * _excess(ua, ub, bits, threshold, same, m)
     if m is None or (method == "auto" and cost >= brute):
-        return _brute_join(ua, ub, threshold, same)
-    return _mih_join(ua, ub, threshold, same, m)
+        for part, a in parts():
+            yield part, _brute_join(a, ub, threshold, same)
+        return
+    yield from _mih_join(parts, ub, threshold, same, m)
 
 
 def _excess(ua, ub, bits, threshold, same, m, sample=1 << 16):
@@ -430,11 +557,11 @@ def _excess(ua, ub, bits, threshold, same, m, sample=1 << 16):
     for o, n, r in zip(np.cumsum([0] + lengths[:-1]), lengths, radii):
         if r < 0:
             continue
-        ka, ca = np.unique(_substring(ua, o, n)[pick[0]], return_counts=True)
+        ka, ca = np.unique(_substring([c[pick[0]] for c in ua], o, n), return_counts=True)
         if same:
             rate = (ca * (ca - 1.0)).sum() / max(1, len(pick[0]) * (len(pick[0]) - 1))
         else:
-            kb, cb = np.unique(_substring(ub, o, n)[pick[1]], return_counts=True)
+            kb, cb = np.unique(_substring([c[pick[1]] for c in ub], o, n), return_counts=True)
             _, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
             rate = (ca[ia] * cb[ib].astype(np.float64)).sum() / (len(pick[0]) * len(pick[1]))
         extra += max(0.0, rate - 0.5**n) * len(ua[0]) * len(ub[0]) / (2 if same else 1)
@@ -442,8 +569,14 @@ def _excess(ua, ub, bits, threshold, same, m, sample=1 << 16):
 
 
 def _pairs(left, right, distance):
-    order = np.argsort(left * (int(right.max(initial=0)) + 1) + right)
-    return Pairs(left[order], right[order], distance[order].astype(np.int32))
+    key = left.astype(np.int64)  # built in place: a clumped set can have 10**7 pairs
+    key *= int(right.max(initial=0)) + 1
+    key += right
+    order = np.argsort(key)
+    del key
+    left, right, distance = left[order], right[order], distance[order]
+    return Pairs(left.astype(np.int64, copy=False), right.astype(np.int64, copy=False),
+                 distance.astype(np.int32, copy=False))
 
 
 def _concat(blocks):
@@ -461,13 +594,53 @@ def find_pairs(hashes, threshold, *, method="auto"):
     """
     cols = _columns(hashes, "hashes")
     threshold = _check(threshold, method)
-    order, starts, counts, uniq = _group(cols)
-    gi, gj, d = _concat(_join(uniq, uniq, threshold, True, method))
-    pa, pb, own = _product(starts[gi], counts[gi], starts[gj], counts[gj])
-    dup = np.flatnonzero(counts > 1)  # identical hashes pair up at distance 0
-    qa, qb, _ = _concat([(a, b, b) for a, b in _chunks(starts[dup], counts[dup], starts[dup], counts[dup], True)])
-    a, b = order[np.concatenate([pa, qa])], order[np.concatenate([pb, qb])]
-    return _pairs(np.minimum(a, b), np.maximum(a, b), np.concatenate([d[own], np.zeros(len(qa), np.int32)]))
+    group = _group(cols)
+    order, starts, counts, uniq = group
+    gi, gj, d = _concat([b for _, found in _join(uniq, uniq, threshold, True, method) for b in found])
+    a, b, own = _expand(group, group, gi, gj)
+    d = d[own]
+    if order is not None:  # identical hashes pair up at distance 0
+        dup = np.flatnonzero(counts > 1)
+        qa, qb, _ = _concat([(x, y, y) for x, y in _chunks(starts[dup], counts[dup], starts[dup], counts[dup], True)])
+        a, b = np.concatenate([a, order[qa]]), np.concatenate([b, order[qb]])
+        d = np.concatenate([d, np.zeros(len(qa), np.int32)])
+    left, right = np.minimum(a, b), np.maximum(a, b)
+    del a, b
+    return _pairs(left, right, d)
+
+
+def _query_parts(cols, start=None, length=None):
+    """Parts of about _QUERIES queries, as ((positions, grouping), unique hashes).
+
+    Given a substring, a part is a range of its keys: equal keys (and equal
+    hashes) meet in one part and share their bucket lookups: parts by
+    position would make twice as many at 9*10**6 queries.
+    """
+    n = len(cols[0])
+    if start is None:
+        for s in range(0, n, _QUERIES):
+            yield _query_part(cols, _narrow(np.arange(s, min(n, s + _QUERIES)), n))
+        return
+    top = min(length, 12)  # 4096 ranges of keys, cut into parts by their sizes
+    hist = np.zeros(1 << top, np.int64)
+    for s in range(0, n, _BLOCK):
+        hist += np.bincount(_substring([c[s : s + _BLOCK] for c in cols], start, length) >> (length - top),
+                            minlength=1 << top)
+    _, part = np.unique((np.cumsum(hist) - hist) // _QUERIES, return_inverse=True)
+    part = part.astype(np.uint8 if part[-1] < 256 else np.uint16)
+    pid = np.empty(n, part.dtype)  # 1-2 bytes a query
+    for s in range(0, n, _BLOCK):
+        pid[s : s + _BLOCK] = part[_substring([c[s : s + _BLOCK] for c in cols], start, length) >> (length - top)]
+    for p in range(int(part[-1]) + 1):
+        where = _narrow(np.flatnonzero(pid == p), n)
+        if len(where):  # ranges past a big clump of equal keys can be empty
+            yield _query_part(cols, where)
+        del where  # before the next part is built
+
+
+def _query_part(cols, where):
+    group = _group([c[where] for c in cols])
+    return (where, group[:3]), group[3]  # MIH drops the hashes once it has sorted them
 
 
 def find_matches(queries, database, threshold, *, method="auto"):
@@ -482,8 +655,18 @@ def find_matches(queries, database, threshold, *, method="auto"):
     if len(qcols) != len(dcols):
         msg = f"queries have {len(qcols)} words per hash but database has {len(dcols)}"
         raise UsageError(msg)
-    qo, qs, qc, qu = _group(qcols)
-    do, ds, dc, du = _group(dcols)
-    gi, gj, d = _concat(_join(qu, du, threshold, False, method))
-    pa, pb, own = _product(qs[gi], qc[gi], ds[gj], dc[gj])
-    return _pairs(qo[pa], do[pb], d[own])
+    dgroup = _group(dcols)
+    if len(qcols[0]) <= _QUERIES:  # one part, grouped once
+        qgroup = _group(qcols)
+        ua, parts = qgroup[3], lambda *_: [((None, qgroup), qgroup[3])]
+    else:  # the database's tables are built once and probed part by part
+        ua, parts = qcols, functools.partial(_query_parts, qcols)
+    blocks = []
+    for (where, group), found in _join(ua, dgroup[3], threshold, False, method, parts):
+        gi, gj, d = _concat(found)
+        pa, pb, own = _expand(group, dgroup, gi, gj)
+        blocks.append((pa if where is None else where[pa], pb, d[own]))
+        del where, group, found  # the next part is built before the loop rebinds them
+    left, right, d = _concat(blocks)
+    del blocks, dgroup  # before the sort: the pairs of a clumped set are the biggest arrays here
+    return _pairs(left, right, d)
