@@ -69,9 +69,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import dupfinder  # noqa: E402
-from dupfinder.cluster import build_groups  # noqa: E402
-from dupfinder.fingerprint import HashSpec  # noqa: E402
-from dupfinder.scan import _words as scan_words  # noqa: E402
+from dupfinder.scan import collect, group_files  # noqa: E402
 from variants import TRANSFORMS, Truth, build_tree, clusters, list_photos, write_truth  # noqa: E402
 
 DEFAULT_PHOTOS = ROOT / "sample_images" / "originals"
@@ -125,13 +123,11 @@ def run_dupfinder(tree: Path, *, label: str, threshold: int | None, workers: int
             extra = f" {m.transform}" if getattr(m, "transform", "") else ""
             info[os.path.abspath(m.path)] = f"{m.distance}{extra}"
     by_path = {os.path.abspath(f.path): f for f in result.files}
-    spec = HashSpec(algorithm=result.settings.algorithm, hash_size=result.settings.hash_size)
     threshold_used = result.settings.threshold
 
     def pair_match(a: str, b: str) -> bool:
-        files = [by_path[a], by_path[b]]
-        words, variants, extras = scan_words(files, spec, transforms=True)
-        return bool(build_groups(files, words, threshold_used, variants=variants, extras=extras))
+        # The two files alone, grouped exactly as scan() groups a tree.
+        return bool(group_files(collect([by_path[a], by_path[b]], []), threshold_used))
 
     return Run(
         label, "dupfinder", result.settings.threshold, seconds, groups,

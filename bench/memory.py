@@ -50,7 +50,6 @@ Ratios are against the records-only baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -277,10 +276,9 @@ def child(mode: str, n: int, args) -> dict:
             source = (dataclasses.replace(r, path=e.path, size=e.size, mtime_ns=e.mtime_ns)
                       for r, e in zip(source, entries))
         files = scan_mod.collect(source, [], capacity=n)
-        records = None
+        # Hasher.run's dict is gone once the stream ends, and scan() lets the walk's list go.
+        del by_path, entries, source
         mark("collect (table)")
-        if entries is not None:
-            del by_path  # Hasher.run's dict is gone once the stream ends
         out["arrays"] = {k: list(getattr(files, k).shape) for k in ("words", "variants", "extras")
                          if getattr(files, k) is not None}
         groups = scan_mod.group_files(files, args.threshold, transforms=args.transforms)
@@ -316,7 +314,7 @@ def child(mode: str, n: int, args) -> dict:
     out["phases"] = phases
     # ru_maxrss would do, but resetting VmHWM lowers it too: the peak is the largest phase peak.
     out["peak_mb"] = round(max(peaks) if can_reset else peak_mb(), 1)
-    out["records_len"] = n
+    out["records_len"] = n if records is None else len(records)
     return out
 
 

@@ -193,10 +193,12 @@ def build_groups(
     eligible_idx = np.flatnonzero(~low_information_mask(files))
     # Row selections copy; most scans have no blank files, so skip them then.
     pick = (lambda a: a) if len(eligible_idx) == n else (lambda a: a[eligible_idx])
-    unique, inverse = _unique_rows(pick(variants).reshape(len(eligible_idx), variants.shape[1] * w))
-    m = len(unique)
-    unique_variants = unique.reshape(m, variants.shape[1], w)
-    identity = unique_variants[:, 0, :]
+    picked = pick(variants)
+    reps, inverse = _unique_rows(picked.reshape(len(eligible_idx), variants.shape[1] * w))
+    m = len(reps)
+    # One row per distinct signature, taken one orientation at a time: no
+    # (m, 8, w) copy of them all.
+    identity = picked[reps, 0, :]
     searched = identity[:, 0] if w == 1 else identity
 
     left, right = [], []
@@ -204,8 +206,8 @@ def build_groups(
         p = find_pairs(searched, threshold, method=method)
         left.append(np.asarray(p.left, np.int64))
         right.append(np.asarray(p.right, np.int64))
-        for t in range(1, unique_variants.shape[1]):
-            q = unique_variants[:, t, :]
+        for t in range(1, variants.shape[1]):
+            q = picked[reps, t, :]
             p = find_matches(q[:, 0] if w == 1 else q, searched, threshold, method=method)
             keep = p.left != p.right  # a symmetric picture matches itself
             left.append(np.asarray(p.left[keep], np.int64))
@@ -238,20 +240,22 @@ def build_groups(
 
 
 def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows (sorted) and each row's index among them, as np.unique(axis=0) gives.
+    """A representative row index per distinct row, and each row's distinct-row number.
 
+    The distinct rows ``rows[reps]`` come in np.unique(axis=0)'s order
+    (sorted lexicographically), and ``inverse`` is what it would return.
     np.unique(axis=0) sorts copies of the whole (n, 8) block; this sorts one
-    64-bit mix per row and checks the rows against their representative, so a
-    million files cost tens of MB instead of hundreds. Rows whose mixes
+    64-bit mix per row and checks every row against its representative, so
+    a million files cost tens of MB instead of hundreds. Rows whose mixes
     collide (never seen; checked) fall back to np.unique.
 
-    >>> u, inv = _unique_rows(np.array([[3, 1], [2, 2], [3, 1]], np.uint64))
-    >>> u.tolist(), inv.tolist()
-    ([[2, 2], [3, 1]], [1, 0, 1])
+    >>> reps, inv = _unique_rows(np.array([[3, 1], [2, 2], [3, 1]], np.uint64))
+    >>> reps.tolist(), inv.tolist()
+    ([1, 0], [1, 0, 1])
     """
     n, k = rows.shape
     if n == 0:
-        return rows[:0], np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     mix = np.zeros(n, np.uint64)
     with np.errstate(over="ignore"):
         for c in range(k):  # a multiply-xorshift mix of each word in turn (splitmix64's constants)
@@ -262,13 +266,12 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     step = 1 << 16
     for s in range(0, n, step):
         if not np.array_equal(rows[s : s + step], rows[first[inverse[s : s + step]]]):
-            unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-            return unique, inverse.reshape(-1)
-    unique = rows[first]
-    order = np.lexsort(unique.T[::-1])  # np.unique's order: rows sorted lexicographically
+            _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+            return first.astype(np.int64), inverse.reshape(-1)
+    order = np.lexsort(rows[first].T[::-1])  # np.unique's order: rows sorted lexicographically
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    return unique[order], rank[inverse]
+    return first[order].astype(np.int64), rank[inverse]
 
 
 def _without_ignored(members_idx, files, variants, threshold, ignored, links=None, extras=None):

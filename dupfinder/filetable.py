@@ -16,13 +16,14 @@ a report shows cost what they did before.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .models import HashedFile
 
-__all__ = ["FileTable", "TableBuilder", "low_information_mask", "same_content_pairs"]
+__all__ = ["FileTable", "PathColumn", "TableBuilder", "low_information_mask", "same_content_pairs"]
 
 # Below this PDQ-style quality (0-100) an image is "low information": blank,
 # one flat colour, or nearly so. Their hashes are noise around a few common
@@ -46,28 +47,74 @@ def _hex_rows(arr: np.ndarray) -> str:
     return arr.astype(">u8").tobytes().hex()
 
 
+class PathColumn(Sequence):
+    """Paths packed into one bytes object with offsets: about 60 bytes a path instead of 90.
+
+    UTF-8 with ``surrogatepass`` takes any Python string, including the
+    ``\\udcXX`` escapes os.fsdecode gives undecodable names, and gives it
+    back unchanged. Holding no per-path objects also lets the memory of
+    the walk's records go back to the system once they are dropped.
+
+    >>> c = PathColumn(["a.jpg", "caf\\xe9/\\udcff.png"])
+    >>> list(c) == ["a.jpg", "caf\\xe9/\\udcff.png"], len(c)
+    (True, 2)
+    """
+
+    __slots__ = ("_blob", "_offsets")
+
+    def __init__(self, paths: Iterable[str]):
+        parts = [p.encode("utf-8", "surrogatepass") for p in paths]
+        self._offsets = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(b) for b in parts], out=self._offsets[1:])
+        self._blob = b"".join(parts)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("PathColumn index out of range")
+        return self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8", "surrogatepass")
+
+
 class FileTable(Sequence):
     """Hashed files in columns, sorted by path; ``table[i]`` is a HashedFile.
 
-    ``words`` is (n, w) uint64 (``hash`` as numbers), ``variants`` (n, 8, w)
-    and ``extras`` (n, k, w) or None when the files carry none. ``digest`` is
-    (n, 16) uint8 and ``has_digest`` says which rows have one.
+    ``words`` is (n, w) uint64 (``hash`` as numbers); ``variants`` (n, 8, w)
+    and ``extras`` (n, k, w), or None unless every file carries them (what
+    grouping needs). ``extras`` is a view of an array stored hash kind
+    first, (k, n, w), so that one kind for all files, or the crop and turn
+    kinds together, is a contiguous block the index searches without a copy.
+    ``digest`` is (n, 16) uint8 and ``has_digest`` says which rows have one.
 
     >>> t = FileTable.from_records([HashedFile("a.png", 1, 0, 640, 480, "00000000000000ff", quality=0)])
     >>> t[0].hash, t[-1].pixels, bool(t.low_information[0])
     ('00000000000000ff', 307200, True)
     """
 
-    __slots__ = ("paths", "size", "mtime_ns", "width", "height", "quality", "digest", "has_digest",
-                 "words", "variants", "extras")
+    __slots__ = ("_by_kind", "_has", "_mtime_big", "_variants", "digest", "has_digest", "height", "mtime_ns",
+                 "paths", "quality", "size", "width", "words")
 
     def __init__(self, *, paths, size, mtime_ns, width, height, quality, digest, has_digest, words,
-                 variants=None, extras=None):
-        self.paths: list[str] = list(paths)
+                 variants=None, extras_by_kind=None, has_variants=None, has_extras=None, mtime_big=None):
+        self.paths = paths if isinstance(paths, PathColumn) else PathColumn(paths)
         self.size, self.mtime_ns = size, mtime_ns
         self.width, self.height, self.quality = width, height, quality
         self.digest, self.has_digest = digest, has_digest
-        self.words, self.variants, self.extras = words, variants, extras
+        self.words = words
+        self._variants, self._by_kind = variants, extras_by_kind
+        n = len(self.paths)
+        self._has = {
+            "variants": np.ones(n, bool) if has_variants is None else has_variants,
+            "extras": np.ones(n, bool) if has_extras is None else has_extras,
+        }
+        # mtimes past 2262 (or before 1677) do not fit int64 nanoseconds: kept exactly here.
+        self._mtime_big: dict[int, int] = mtime_big or {}
 
     @classmethod
     def from_records(cls, records: Iterable[HashedFile]) -> FileTable:
@@ -77,24 +124,39 @@ class FileTable(Sequence):
             builder.add(r)
         return builder.finish()
 
+    @property
+    def variants(self) -> np.ndarray | None:
+        if self._variants is None or not self._has["variants"].all():
+            return None
+        return self._variants
+
+    @property
+    def extras(self) -> np.ndarray | None:
+        if self._by_kind is None or not self._has["extras"].all():
+            return None
+        return self._by_kind.transpose(1, 0, 2)
+
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        i = int(i)
+            return tuple(self[k] for k in range(*i.indices(len(self))))
+        i = operator.index(i)
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError("FileTable index out of range")
+        variants = self._variants is not None and self._has["variants"][i]
+        extras = self._by_kind is not None and self._has["extras"][i]
         return HashedFile(
-            self.paths[i], int(self.size[i]), int(self.mtime_ns[i]), int(self.width[i]), int(self.height[i]),
+            self.paths[i], int(self.size[i]), self._mtime_big.get(i, int(self.mtime_ns[i])),
+            int(self.width[i]), int(self.height[i]),
             _hex_rows(self.words[i]),
             self.digest[i].tobytes().hex() if self.has_digest[i] else "",
-            "" if self.variants is None else _hex_rows(self.variants[i]),
+            _hex_rows(self._variants[i]) if variants else "",
             int(self.quality[i]),
-            "" if self.extras is None else _hex_rows(self.extras[i]),
+            _hex_rows(self._by_kind[:, i]) if extras else "",
         )
 
     def __eq__(self, other):
@@ -102,7 +164,8 @@ class FileTable(Sequence):
             return NotImplemented
         return len(self) == len(other) and all(a == b for a, b in zip(self, other))
 
-    __hash__ = None
+    def __hash__(self):
+        return hash(tuple(self))  # as the tuple of records it stands for (ScanResult is hashable)
 
     def __repr__(self) -> str:
         return f"<FileTable of {len(self)} files, {self.words.shape[1] * 64}-bit hashes>"
@@ -113,16 +176,21 @@ class FileTable(Sequence):
         return (self.quality < LOW_QUALITY) | (np.minimum(self.width, self.height) < MIN_SIDE)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 class TableBuilder:
     """Collects HashedFile records as they arrive and turns them into a FileTable.
 
     Records wait in a short list and are converted a block at a time, so a
-    million files never exist as a million records at once.
+    million files never exist as a million records at once. Every record
+    must have a hash of the same length, and its variants and extras either
+    empty or of one length each (a scan's records always do).
 
     >>> b = TableBuilder(capacity=1)
     >>> for p in ("b", "a", "c"):
     ...     b.add(HashedFile(p, 1, 0, 64, 64, "0000000000000003"))
-    >>> b.finish().paths
+    >>> list(b.finish().paths)
     ['a', 'b', 'c']
     """
 
@@ -131,10 +199,11 @@ class TableBuilder:
     def __init__(self, *, capacity: int = 1024):
         self._capacity = max(1, capacity)
         self._n = 0
+        self._w = 0
         self._pending: list[HashedFile] = []
         self._paths: list[str] = []
-        self._cols: dict[str, np.ndarray] | None = None
-        self._variants = self._extras = True  # until a record lacks them
+        self._cols: dict[str, np.ndarray] = {}
+        self._mtime_big: dict[int, int] = {}
 
     def add(self, record: HashedFile) -> None:
         self._pending.append(record)
@@ -146,9 +215,14 @@ class TableBuilder:
         if not block:
             return
         k = len(block)
-        w = len(block[0].hash) // 16
-        if self._cols is None:
-            self._allocate(block[0], w)
+        if not self._cols:
+            self._w = max(1, len(block[0].hash) // 16)
+            self._allocate()
+        w = self._w
+        if any(len(r.hash) != 16 * w for r in block):
+            raise ValueError(f"every hash must have {16 * w} hex digits (the first one had)")
+        if any(len(r.digest) not in (0, 2 * _DIGEST_BYTES) for r in block):
+            raise ValueError(f"a content digest must be {2 * _DIGEST_BYTES} hex digits")
         need = self._n + k
         if need > len(self._cols["size"]):
             self._grow(max(need, len(self._cols["size"]) * 3 // 2))
@@ -156,62 +230,93 @@ class TableBuilder:
         cols = self._cols
         self._paths.extend(r.path for r in block)
         cols["size"][s] = [r.size for r in block]
-        cols["mtime_ns"][s] = [r.mtime_ns for r in block]
+        mtimes = [r.mtime_ns for r in block]
+        for at, m in enumerate(mtimes):
+            if not _INT64[0] <= m <= _INT64[1]:
+                self._mtime_big[self._n + at] = m
+                mtimes[at] = 0
+        cols["mtime_ns"][s] = mtimes
         cols["width"][s] = [r.width for r in block]
         cols["height"][s] = [r.height for r in block]
         cols["quality"][s] = [r.quality for r in block]
         cols["words"][s] = _unhex([r.hash for r in block], (k, w))
         has = [bool(r.digest) for r in block]
-        if any(len(r.digest) not in (0, 2 * _DIGEST_BYTES) for r in block):
-            raise ValueError(f"a content digest must be {2 * _DIGEST_BYTES} hex digits")
         cols["has_digest"][s] = has
         if any(has):
             digests = [r.digest if r.digest else "00" * _DIGEST_BYTES for r in block]
             cols["digest"][s] = np.frombuffer(bytes.fromhex("".join(digests)), np.uint8).reshape(k, _DIGEST_BYTES)
         for name in ("variants", "extras"):
-            if name not in cols:
-                continue
             texts = [getattr(r, name) for r in block]
-            width = len(texts[0])
-            if not width or any(len(t) != width for t in texts):
-                del cols[name]  # some file lacks them: the table carries none
+            width = max(len(t) for t in texts)
+            if not width:
                 continue
-            cols[name][s] = _unhex(texts, (k, width // (16 * w), w))
+            if name not in cols:
+                self._add_hash_column(name, width // (16 * w))
+            count = cols[name].shape[0 if name == "extras" else 1]
+            if any(len(t) not in (0, 16 * w * count) for t in texts):
+                raise ValueError(f"every file's {name} must hold {count} hashes of {16 * w} hex digits, or none")
+            present = [bool(t) for t in texts]
+            cols["has_" + name][s] = present
+            zero = "0" * (16 * w * count)
+            values = _unhex([t or zero for t in texts], (k, count, w))
+            if name == "extras":
+                cols[name][:, s] = values.transpose(1, 0, 2)
+            else:
+                cols[name][s] = values
         self._n = need
 
-    def _allocate(self, first: HashedFile, w: int) -> None:
-        n = self._capacity
+    def _allocate(self) -> None:
+        n, w = self._capacity, self._w
         self._cols = {
             "size": np.zeros(n, np.int64), "mtime_ns": np.zeros(n, np.int64),
             "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32), "quality": np.zeros(n, np.uint8),
             "digest": np.zeros((n, _DIGEST_BYTES), np.uint8), "has_digest": np.zeros(n, bool),
             "words": np.zeros((n, w), np.uint64),
         }
-        for name in ("variants", "extras"):
-            count = len(getattr(first, name)) // (16 * w)
-            if count:
-                self._cols[name] = np.zeros((n, count, w), np.uint64)
+
+    def _add_hash_column(self, name: str, count: int) -> None:
+        n, w = len(self._cols["size"]), self._w
+        self._cols[name] = np.zeros((count, n, w) if name == "extras" else (n, count, w), np.uint64)
+        self._cols["has_" + name] = np.zeros(n, bool)  # rows before this one have none
 
     def _grow(self, n: int) -> None:
         for name, col in self._cols.items():
-            bigger = np.zeros((n, *col.shape[1:]), col.dtype)
-            bigger[: self._n] = col[: self._n]
+            axis = 1 if name == "extras" else 0
+            shape = list(col.shape)
+            shape[axis] = n
+            bigger = np.zeros(shape, col.dtype)
+            if axis:
+                bigger[:, : self._n] = col[:, : self._n]
+            else:
+                bigger[: self._n] = col[: self._n]
             self._cols[name] = bigger
 
     def finish(self) -> FileTable:
         """The table, sorted by path (rows are moved one column at a time, to keep the peak low)."""
         self._flush()
         paths, n = self._paths, self._n
-        if self._cols is None:
-            self._allocate(HashedFile("", 0, 0, 0, 0, "0" * 16), 1)
+        if not self._cols:
+            self._w = 1
+            self._allocate()
         order = np.array(sorted(range(n), key=paths.__getitem__), dtype=np.int64)
+        rank = {int(old): new for new, old in enumerate(order.tolist())} if self._mtime_big else {}
         cols = {}
         for name in list(self._cols):
             col = self._cols.pop(name)
-            cols[name] = col[order]  # a sorted copy of the first n rows
+            # A sorted copy of the first n rows (np.take: col[:, order] would come out transposed, not contiguous).
+            cols[name] = np.take(col, order, axis=1 if name == "extras" else 0)
             del col
-        self._paths = []
-        return FileTable(paths=[paths[i] for i in order.tolist()], **cols)
+        self._paths = []  # the strings go as the column is packed
+        table = FileTable(
+            paths=PathColumn(paths[i] for i in order.tolist()),
+            size=cols["size"], mtime_ns=cols["mtime_ns"], width=cols["width"], height=cols["height"],
+            quality=cols["quality"], digest=cols["digest"], has_digest=cols["has_digest"], words=cols["words"],
+            variants=cols.get("variants"), extras_by_kind=cols.get("extras"),
+            has_variants=cols.get("has_variants"), has_extras=cols.get("has_extras"),
+            mtime_big={rank[i]: m for i, m in self._mtime_big.items()},
+        )
+        self._paths, self._n, self._mtime_big = [], 0, {}
+        return table
 
 
 def low_information_mask(files: Sequence[HashedFile]) -> np.ndarray:
