@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .fingerprint import N_CROPS, N_TURNS
 from .models import HashedFile
 
 __all__ = ["FileTable", "PathColumn", "TableBuilder", "low_information_mask", "same_content_pairs"]
@@ -86,8 +87,9 @@ class FileTable(Sequence):
     """Hashed files in columns, sorted by path; ``table[i]`` is a HashedFile.
 
     ``words`` is (n, w) uint64 (``hash`` as numbers); ``variants`` (n, 8, w)
-    and ``extras`` (n, k, w), or None unless every file carries them (what
-    grouping needs). ``extras`` is a view of an array stored hash kind
+    and ``extras`` (n, k, w), or None when no file carries them (a file
+    without them, from a damaged cache row, has stand-ins that compare as
+    the file is: its hash in every orientation, crop and turn). ``extras`` is a view of an array stored hash kind
     first, (k, n, w), so that one kind for all files, or the crop and turn
     kinds together, is a contiguous block the index searches without a copy.
     ``digest`` is (n, 16) uint8 and ``has_digest`` says which rows have one.
@@ -126,15 +128,13 @@ class FileTable(Sequence):
 
     @property
     def variants(self) -> np.ndarray | None:
-        if self._variants is None or not self._has["variants"].all():
-            return None
+        """(n, 8, w), or None when no file has them; a file without them has its hash in each."""
         return self._variants
 
     @property
     def extras(self) -> np.ndarray | None:
-        if self._by_kind is None or not self._has["extras"].all():
-            return None
-        return self._by_kind.transpose(1, 0, 2)
+        """(n, k, w) view, or None when no file has them; a file without them has its hash as crops and turns."""
+        return None if self._by_kind is None else self._by_kind.transpose(1, 0, 2)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -184,8 +184,8 @@ class TableBuilder:
 
     Records wait in a short list and are converted a block at a time, so a
     million files never exist as a million records at once. Every record
-    must have a hash of the same length, and its variants and extras either
-    empty or of one length each (a scan's records always do).
+    must have a hash of the same length (else ValueError); variants or
+    extras of another length than the first file's are kept as none.
 
     >>> b = TableBuilder(capacity=1)
     >>> for p in ("b", "a", "c"):
@@ -228,7 +228,6 @@ class TableBuilder:
             self._grow(max(need, len(self._cols["size"]) * 3 // 2))
         s = slice(self._n, need)
         cols = self._cols
-        self._paths.extend(r.path for r in block)
         cols["size"][s] = [r.size for r in block]
         mtimes = [r.mtime_ns for r in block]
         for at, m in enumerate(mtimes):
@@ -253,16 +252,23 @@ class TableBuilder:
             if name not in cols:
                 self._add_hash_column(name, width // (16 * w))
             count = cols[name].shape[0 if name == "extras" else 1]
-            if any(len(t) not in (0, 16 * w * count) for t in texts):
-                raise ValueError(f"every file's {name} must hold {count} hashes of {16 * w} hex digits, or none")
-            present = [bool(t) for t in texts]
+            # A list of another length (a damaged cache row) counts as none: that
+            # file loses its crop or turn matches, the scan goes on.
+            present = [len(t) == 16 * w * count for t in texts]
             cols["has_" + name][s] = present
             zero = "0" * (16 * w * count)
-            values = _unhex([t or zero for t in texts], (k, count, w))
+            values = _unhex([t if ok else zero for t, ok in zip(texts, present)], (k, count, w))
+            if not all(present):
+                # Stand-ins that compare as the file is: its own hash for each
+                # orientation, crop and turn; 0 (flat: no vote) for regions.
+                missing = ~np.array(present)
+                shown = N_CROPS + N_TURNS if name == "extras" else count
+                values[missing, :shown] = cols["words"][s][missing][:, None, :]
             if name == "extras":
                 cols[name][:, s] = values.transpose(1, 0, 2)
             else:
                 cols[name][s] = values
+        self._paths.extend(r.path for r in block)
         self._n = need
 
     def _allocate(self) -> None:

@@ -69,19 +69,28 @@ def test_vectorised_checks_agree_with_the_per_record_ones(records):
     assert sorted(zip(a.tolist(), b.tolist())) == sorted(zip(la.tolist(), lb.tolist()))
 
 
-def test_grouping_arrays_only_when_every_file_has_them():
+def test_grouping_arrays_for_files_without_them_compare_as_is():
     full = HashedFile("a", 1, 0, 64, 64, "0" * 16, variants="1" * 128, extras="2" * 48)
-    bare = HashedFile("b", 1, 0, 64, 64, "0" * 16)
+    bare = HashedFile("b", 1, 0, 64, 64, "00000000000000ff")
     assert FileTable.from_records([full]).variants.shape == (1, 8, 1)
     assert FileTable.from_records([full]).extras.shape == (1, 3, 1)
     mixed = FileTable.from_records([full, bare])
-    assert mixed.variants is None and mixed.extras is None
     assert list(mixed) == [full, bare]
+    # The file without them compares as it is: its hash in every orientation, crop and turn.
+    assert mixed.variants[1, :, 0].tolist() == [255] * 8 and mixed.extras[1, :, 0].tolist() == [255] * 3
+    assert FileTable.from_records([bare]).variants is None
+
+
+def test_a_damaged_list_of_variants_counts_as_none():
+    good = HashedFile("a", 1, 0, 64, 64, "0" * 16, variants="1" * 128)
+    damaged = HashedFile("b", 1, 0, 64, 64, "0" * 16, variants="1" * 120)
+    table = FileTable.from_records([good, damaged])
+    assert list(table) == [good, HashedFile("b", 1, 0, 64, 64, "0" * 16)]
+    assert table.variants[1].tolist() == [[0]] * 8  # stand-ins: its own hash, compared as it is
 
 
 @pytest.mark.parametrize("bad", [
     HashedFile("b", 1, 0, 64, 64, "0" * 32),  # a longer hash than the first
-    HashedFile("b", 1, 0, 64, 64, "0" * 16, variants="1" * 120),  # not whole hashes
     HashedFile("b", 1, 0, 64, 64, "0" * 16, digest="ab"),
 ])
 def test_records_that_do_not_fit_are_refused(bad):
