@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = REPO / "sample_images" / "originals"
 GOAL_BYTES = 1 << 30
 CHUNK = 10_000
+MODES = ["records", "pipeline-csv", "pipeline-json", "scan-like"]
 CAMERA_SIZES = [(4000, 3000), (3000, 4000), (4032, 3024), (3024, 4032), (1920, 1080), (6000, 4000), (640, 480)]
 
 # -- which dupfinder ------------------------------------------------------------------
@@ -406,7 +407,8 @@ def main(argv=None) -> int:
                     help="group as 'dupfinder scan --no-transforms' does (the records still carry the hex fields)")
     ap.add_argument("--bare-records", action="store_true",
                     help="leave HashedFile's optional hex fields (variants, extras) empty, to see what they cost")
-    ap.add_argument("--modes", nargs="+", default=["records", "pipeline-csv", "pipeline-json", "scan-like"])
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES,
+                    help="which children to run (put the photo folder before this option)")
     ap.add_argument("--big", type=int, default=100_000,
                     help="above this many files run only the records and scan-like children (time; default 100000)")
     ap.add_argument("--seed", type=int, default=1)
