@@ -22,6 +22,7 @@ import functools
 import gc
 import math
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -241,36 +242,63 @@ def _brute_join(ua, ub, threshold, same):
     return out
 
 
-def _bktree_join(ua, ub, threshold, same):
-    """pybktree over the unique hashes as Python ints; when same, query before inserting."""
+def _ints(cols):
+    """Hashes as Python ints, word 0 the least significant."""
+    if len(cols) == 1:
+        return cols[0].tolist()
+    raw = np.stack(cols, axis=1).astype("<u8").tobytes()
+    step = 8 * len(cols)
+    return [int.from_bytes(raw[k : k + step], "little") for k in range(0, len(raw), step)]
 
-    def ints(cols):
-        if len(cols) == 1:
-            return cols[0].tolist()
-        raw = np.stack(cols, axis=1).astype("<u8").tobytes()
-        step = 8 * len(cols)  # word 0 is the least significant
-        return [int.from_bytes(raw[k : k + step], "little") for k in range(0, len(raw), step)]
 
-    vb = ints(ub)
-    where = {v: j for j, v in enumerate(vb)}
-    tree, found = pybktree.BKTree(lambda x, y: (x ^ y).bit_count()), []
+@contextmanager
+def _no_gc():
+    # The tree is 10**6 tuples and dicts: building it took 10.3 s with GC, 7.6 s without.
     collecting = gc.isenabled()
-    gc.disable()  # the tree is 10**6 tuples and dicts: building it took 10.3 s with GC, 7.6 s without
+    gc.disable()
     try:
-        if same:  # each pair is found once, from its later element
-            for j, v in enumerate(vb):
-                found.extend((where[u], j, d) for d, u in tree.find(v, threshold))
-                tree.add(v)
-        else:
-            for v in vb:
-                tree.add(v)
-            for i, v in enumerate(ints(ua)):
-                found.extend((i, where[u], d) for d, u in tree.find(v, threshold))
+        yield
     finally:
         if collecting:
             gc.enable()
+
+
+def _blocks(found):
     arr = np.array(found, dtype=np.int64).reshape(-1, 3)
     return [(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int32))]
+
+
+def _bktree_join(ua, ub, threshold, same):
+    """pybktree over the unique hashes as Python ints; when same, query before inserting."""
+    if not same:
+        return _bktree_searcher(ub)(ua, threshold)
+    vb = _ints(ub)
+    where = {v: j for j, v in enumerate(vb)}
+    tree, found = pybktree.BKTree(lambda x, y: (x ^ y).bit_count()), []
+    with _no_gc():
+        for j, v in enumerate(vb):  # each pair is found once, from its later element
+            found.extend((where[u], j, d) for d, u in tree.find(v, threshold))
+            tree.add(v)
+    return _blocks(found)
+
+
+def _bktree_searcher(ub):
+    """A pybktree of ub built once, and a function that queries it with a set of hashes."""
+    vb = _ints(ub)
+    where = {v: j for j, v in enumerate(vb)}
+    tree = pybktree.BKTree(lambda x, y: (x ^ y).bit_count())
+    with _no_gc():
+        for v in vb:
+            tree.add(v)
+
+    def search(ua, threshold):
+        found = []
+        with _no_gc():
+            for i, v in enumerate(_ints(ua)):
+                found.extend((i, where[u], d) for d, u in tree.find(v, threshold))
+        return _blocks(found)
+
+    return search
 
 
 # Multi-index hashing (Norouzi, Punjani, Fleet 2012), refined pigeonhole.  Cut
@@ -533,8 +561,10 @@ def _join(ua, ub, threshold, same, method, parts=None):
     if not len(ua[0]) or not len(ub[0]) or (same and threshold == 0):  # unique hashes differ by >= 1 bit
         return
     if method == "bktree":
+        # One tree for every part of the queries: building it is the slow half.
+        search = None if same else _bktree_searcher(ub)
         for part, a in parts():
-            yield part, _bktree_join(a, ub, threshold, same)
+            yield part, _bktree_join(a, ub, threshold, True) if same else search(a, threshold)
         return
     na, nb, bits = len(ua[0]), len(ub[0]), 64 * len(ua)
     cost, m = _mih_plan(na, nb, bits, threshold, same) if method != "brute" else (0, None)

@@ -103,3 +103,21 @@ def test_keysort_is_a_stable_sort():
         perm, srt = index._keysort(keys.copy())
     assert perm.dtype == np.int32
     assert np.array_equal(perm, np.argsort(keys, kind="stable")) and np.array_equal(srt, np.sort(keys))
+
+
+def test_bktree_is_built_once_for_all_parts_of_the_queries():
+    rng = np.random.default_rng(3)
+    queries = rng.integers(0, 2**64, size=300, dtype=np.uint64)
+    database = np.concatenate([queries[:50] ^ np.uint64(1), rng.integers(0, 2**64, size=100, dtype=np.uint64)])
+    built = []
+    real = index.pybktree.BKTree
+
+    def counting(*args):
+        built.append(1)
+        return real(*args)
+
+    expected = index.find_matches(queries, database, 2, method="brute")
+    with mock.patch.object(index, "_QUERIES", 64), mock.patch.object(index.pybktree, "BKTree", counting):
+        got = index.find_matches(queries, database, 2, method="bktree")
+    assert got == expected and len(got) >= 50
+    assert len(built) == 1
