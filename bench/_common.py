@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,3 +88,15 @@ def reset_hwm() -> bool:
         return True
     except OSError:
         return False
+
+
+def in_tree(parser, out, prefix: str, run):
+    """``run(tree)`` in the ``--out`` folder (missing or empty; kept) or in a temporary one (removed)."""
+    if out:
+        tree = Path(out)
+        if tree.exists() and any(tree.iterdir()):
+            parser.error(f"--out {tree} is not empty")
+        tree.mkdir(parents=True, exist_ok=True)
+        return run(tree.resolve())
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return run(Path(tmp).resolve())

@@ -53,7 +53,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict, namedtuple
 from collections.abc import Sequence
@@ -69,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import dupfinder  # noqa: E402
+from _common import in_tree  # noqa: E402
 from dupfinder.scan import collect, group_files  # noqa: E402
 from variants import TRANSFORMS, Truth, build_tree, clusters, list_photos, write_truth  # noqa: E402
 
@@ -525,19 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = list_photos(args.photos)
     if not photos:
         parser.error(f"no photos in {args.photos}")
-    if args.out:
-        tree = Path(args.out)
-        if tree.exists() and any(tree.iterdir()):
-            parser.error(f"--out {tree} is not empty")
-        tmp = None
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="dupfinder-accuracy-")
-        tree = Path(tmp.name)
-    try:
-        return _run(args, photos, tree.resolve())
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return in_tree(parser, args.out, "dupfinder-accuracy-", lambda tree: _run(args, photos, tree))
 
 
 def _run(args, photos: list[Path], tree: Path) -> int:

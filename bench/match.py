@@ -96,6 +96,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from _common import in_tree
 from variants import TRANSFORMS, build_tree, list_photos
 
 import dupfinder
@@ -599,20 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = list_photos(args.photos)
     if len(photos) < 2:
         parser.error(f"fewer than 2 photos in {args.photos}")
-    if args.out:
-        tree = Path(args.out)
-        if tree.exists() and any(tree.iterdir()):
-            parser.error(f"--out {tree} is not empty")
-        tree.mkdir(parents=True, exist_ok=True)
-        tmp = None
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="dupfinder-match-")
-        tree = Path(tmp.name)
-    try:
-        return _run(args, photos, tree.resolve())
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return in_tree(parser, args.out, "dupfinder-match-", lambda tree: _run(args, photos, tree))
 
 
 def _run(args, photos: list[Path], tree: Path) -> int:

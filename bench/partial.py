@@ -48,7 +48,6 @@ import os
 import random
 import string
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -64,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import dupfinder  # noqa: E402
+from _common import in_tree  # noqa: E402
 from variants import list_photos, load_upright  # noqa: E402
 
 DEFAULT_PHOTOS = ROOT / "sample_images" / "originals"
@@ -484,19 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = list_photos(args.photos)
     if len(photos) < 4:
         parser.error(f"need at least 4 photos in {args.photos}")
-    if args.out:
-        tree = Path(args.out)
-        if tree.exists() and any(tree.iterdir()):
-            parser.error(f"--out {tree} is not empty")
-        tmp = None
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="dupfinder-partial-")
-        tree = Path(tmp.name)
-    try:
-        return _run(args, photos, tree.resolve())
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return in_tree(parser, args.out, "dupfinder-partial-", lambda tree: _run(args, photos, tree))
 
 
 def _run(args, photos: list[Path], tree: Path) -> int:
