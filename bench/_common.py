@@ -13,6 +13,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,3 +101,21 @@ def in_tree(parser, out, prefix: str, run):
         return run(tree.resolve())
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         return run(Path(tmp).resolve())
+
+
+def floor_pass(paths) -> dict:
+    """Open + draft + load each image in this process: the decode a pipeline cannot avoid."""
+    from PIL import Image
+
+    start, cpu = time.perf_counter(), time.process_time()
+    for p in paths:
+        with Image.open(p) as im:
+            if im.format == "JPEG":
+                im.draft("L", (64, 64))
+            im.load()
+    return {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
+
+
+def floor_chunk(paths) -> float:
+    """floor_pass's wall time, for a Pool to map (module-level, so it pickles by name)."""
+    return floor_pass(paths)["wall"]

@@ -80,7 +80,7 @@ THRESHOLD = 5
 SRC_ROOT = REPO
 
 
-from _common import live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
+from _common import floor_chunk, floor_pass, live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -239,23 +239,6 @@ def tree_files(root: Path) -> list[str]:
 # -- measurements -------------------------------------------------------------------------
 
 
-def floor_pass(paths: list[str]) -> dict:
-    """Open + draft + load each image in this process: the decode a pipeline cannot avoid."""
-    from PIL import Image
-
-    start, cpu = time.perf_counter(), time.process_time()
-    for p in paths:
-        with Image.open(p) as im:
-            if im.format == "JPEG":
-                im.draft("L", (64, 64))
-            im.load()
-    return {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
-
-
-def _floor_chunk(paths: list[str]) -> float:
-    return floor_pass(paths)["wall"]
-
-
 def _noop(x):
     return x
 
@@ -264,7 +247,7 @@ def floor_pool(pool, paths: list[str], workers: int) -> dict:
     """The floor measured in a warm Pool of ``workers``: how far this machine really scales."""
     chunks = [paths[k::workers] for k in range(workers)]
     start = time.perf_counter()
-    pool.map(_floor_chunk, chunks, chunksize=1)
+    pool.map(floor_chunk, chunks, chunksize=1)
     return {"wall": time.perf_counter() - start}
 
 

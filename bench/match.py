@@ -96,7 +96,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _common import in_tree
+from _common import floor_chunk, floor_pass, in_tree
 from variants import TRANSFORMS, build_tree, list_photos
 
 import dupfinder
@@ -282,30 +282,13 @@ def best_of(runs: list[dict]) -> dict:
     return out
 
 
-def floor_pass(paths: Sequence[str]) -> dict:
-    """Open + draft + load each image in this process: the decode a pipeline cannot avoid."""
-    from PIL import Image
-
-    w0, c0 = time.perf_counter(), time.process_time()
-    for p in paths:
-        with Image.open(p) as im:
-            if im.format == "JPEG":
-                im.draft("L", (64, 64))
-            im.load()
-    return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
-
-
-def _floor_chunk(paths: list[str]) -> float:
-    return floor_pass(paths)["wall"]
-
-
 def floor_in_pool(paths: Sequence[str], workers: int) -> float:
     """Seconds for the floor's work spread over a warm Pool of ``workers`` processes."""
     chunks = [list(paths[k::workers]) for k in range(workers)]
     with Pool(workers) as pool:
-        pool.map(_floor_chunk, [c[:2] for c in chunks], chunksize=1)  # warm: imports done
+        pool.map(floor_chunk, [c[:2] for c in chunks], chunksize=1)  # warm: imports done
         started = time.perf_counter()
-        pool.map(_floor_chunk, chunks, chunksize=1)
+        pool.map(floor_chunk, chunks, chunksize=1)
         return time.perf_counter() - started
 
 
