@@ -143,6 +143,18 @@ def render_errors_csv(result: ScanResult, out: io.TextIOBase) -> None:
         writer.writerow([escape_cell(e.path), e.stage, escape_cell(e.message)])
 
 
+def _file_fields(m) -> dict:
+    """What the JSON reports say of a file (a group member or a matched target), in their order."""
+    return {
+        "width": m.width,
+        "height": m.height,
+        "bytes": m.size,
+        "modified": format_time(m.mtime_ns),
+        "mtime_ns": m.mtime_ns,
+        "hash": m.hash,
+    }
+
+
 def _json_document(result: ScanResult) -> dict:
     from . import __version__
 
@@ -179,12 +191,7 @@ def _json_document(result: ScanResult) -> dict:
                         "keep": m.keep,
                         "distance": m.distance,
                         "transform": m.transform,
-                        "width": m.width,
-                        "height": m.height,
-                        "bytes": m.size,
-                        "modified": format_time(m.mtime_ns),
-                        "mtime_ns": m.mtime_ns,
-                        "hash": m.hash,
+                        **_file_fields(m),
                         "new": m.new,
                         # A partial copy's region (see Member): only when there is one.
                         **({"box": list(m.box)} if m.box is not None else {}),
@@ -271,12 +278,7 @@ def render_match_json(result, out: io.TextIOBase) -> None:
         "matches": [
             {
                 "path": m.path,
-                "width": m.width,
-                "height": m.height,
-                "bytes": m.size,
-                "modified": format_time(m.mtime_ns),
-                "mtime_ns": m.mtime_ns,
-                "hash": m.hash,
+                **_file_fields(m),
                 "references": [
                     {"reference": h.reference, "distance": h.distance, "transform": h.transform,
                      **({"box": list(h.box)} if h.box is not None else {})}
