@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .filetable import LOW_QUALITY, MIN_SIDE, low_information_mask, same_content_pairs
+from .filetable import LOW_QUALITY, is_low_information, low_information_mask, same_content_pairs
 from .index import find_matches, find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member, UsageError
 from .robust import extra_pairs, pair_distance, relation
@@ -138,15 +138,6 @@ def _distances_to(variants: np.ndarray, target: np.ndarray) -> np.ndarray:
     n, k, w = variants.shape
     d = hamming_distance(variants.reshape(n * k, w), target.reshape(1, w))
     return d.reshape(n, k)
-
-
-def is_low_information(f: HashedFile) -> bool:
-    """Blank, flat or tiny: such a file groups only with byte-identical copies.
-
-    >>> is_low_information(HashedFile("white.png", 1, 0, 640, 480, "0", quality=0))
-    True
-    """
-    return f.quality < LOW_QUALITY or min(f.width, f.height) < MIN_SIDE
 
 
 def build_groups(

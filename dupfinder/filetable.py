@@ -24,7 +24,7 @@ import numpy as np
 from .fingerprint import N_CROPS, N_TURNS
 from .models import HashedFile
 
-__all__ = ["FileTable", "PathColumn", "TableBuilder", "low_information_mask", "same_content_pairs"]
+__all__ = ["FileTable", "PathColumn", "TableBuilder", "is_low_information", "low_information_mask", "same_content_pairs"]
 
 # Below this PDQ-style quality (0-100) an image is "low information": blank,
 # one flat colour, or nearly so. Their hashes are noise around a few common
@@ -325,6 +325,15 @@ class TableBuilder:
         return table
 
 
+def is_low_information(f: HashedFile) -> bool:
+    """Blank, flat or tiny: such a file groups only with byte-identical copies.
+
+    >>> is_low_information(HashedFile("white.png", 1, 0, 640, 480, "0", quality=0))
+    True
+    """
+    return f.quality < LOW_QUALITY or min(f.width, f.height) < MIN_SIDE
+
+
 def low_information_mask(files: Sequence[HashedFile]) -> np.ndarray:
     """A bool per file: blank, flat or tiny (vectorised for a FileTable).
 
@@ -333,7 +342,7 @@ def low_information_mask(files: Sequence[HashedFile]) -> np.ndarray:
     """
     if isinstance(files, FileTable):
         return files.low_information
-    return np.array([f.quality < LOW_QUALITY or min(f.width, f.height) < MIN_SIDE for f in files], dtype=bool)
+    return np.array([is_low_information(f) for f in files], dtype=bool)
 
 
 def same_content_pairs(files: Sequence[HashedFile]) -> tuple[np.ndarray, np.ndarray]:
