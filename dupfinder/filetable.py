@@ -48,6 +48,16 @@ def _hex_rows(arr: np.ndarray) -> str:
     return arr.astype(">u8").tobytes().hex()
 
 
+def _row(i, n: int, what: str) -> int:
+    """A sequence index (negative counts from the end) as a row number, or IndexError."""
+    i = operator.index(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"{what} index out of range")
+    return i
+
+
 class PathColumn(Sequence):
     """Paths packed into one bytes object with offsets: about 60 bytes a path instead of 90.
 
@@ -75,11 +85,7 @@ class PathColumn(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        i = operator.index(i)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError("PathColumn index out of range")
+        i = _row(i, len(self), "PathColumn")
         return self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8", "surrogatepass")
 
 
@@ -142,11 +148,7 @@ class FileTable(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return tuple(self[k] for k in range(*i.indices(len(self))))
-        i = operator.index(i)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError("FileTable index out of range")
+        i = _row(i, len(self), "FileTable")
         variants = self._variants is not None and self._has["variants"][i]
         extras = self._by_kind is not None and self._has["extras"][i]
         return HashedFile(
