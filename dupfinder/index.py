@@ -268,10 +268,8 @@ def _blocks(found):
     return [(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int32))]
 
 
-def _bktree_join(ua, ub, threshold, same):
-    """pybktree over the unique hashes as Python ints; when same, query before inserting."""
-    if not same:
-        return _bktree_searcher(ub)(ua, threshold)
+def _bktree_self_join(ub, threshold):
+    """Pairs within one set of unique hashes by pybktree: each queried before it is inserted."""
     vb = _ints(ub)
     where = {v: j for j, v in enumerate(vb)}
     tree, found = pybktree.BKTree(lambda x, y: (x ^ y).bit_count()), []
@@ -564,7 +562,7 @@ def _join(ua, ub, threshold, same, method, parts=None):
         # One tree for every part of the queries: building it is the slow half.
         search = None if same else _bktree_searcher(ub)
         for part, a in parts():
-            yield part, _bktree_join(a, ub, threshold, True) if same else search(a, threshold)
+            yield part, _bktree_self_join(ub, threshold) if same else search(a, threshold)
         return
     na, nb, bits = len(ua[0]), len(ub[0]), 64 * len(ua)
     cost, m = _mih_plan(na, nb, bits, threshold, same) if method != "brute" else (0, None)
