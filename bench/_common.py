@@ -8,6 +8,7 @@ measures the working tree instead) and say at the end whether it changed.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -119,3 +120,16 @@ def floor_pass(paths) -> dict:
 def floor_chunk(paths) -> float:
     """floor_pass's wall time, for a Pool to map (module-level, so it pickles by name)."""
     return floor_pass(paths)["wall"]
+
+
+def jsonable(x):
+    """A benchmark's numbers as JSON takes them: NaN as null, keys and paths as text."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x

@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import dupfinder  # noqa: E402
-from _common import in_tree  # noqa: E402
+from _common import in_tree, jsonable  # noqa: E402
 from dupfinder.scan import collect, group_files  # noqa: E402
 from variants import TRANSFORMS, Truth, build_tree, clusters, list_photos, write_truth  # noqa: E402
 
@@ -589,19 +589,9 @@ def _run(args, photos: list[Path], tree: Path) -> int:
             "closest_foreign": margins,
         }
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(doc), f, indent=1)
+            json.dump(jsonable(doc), f, indent=1)
         print(f"\nwrote {args.json}")
     return 0
-
-
-def _jsonable(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 if __name__ == "__main__":

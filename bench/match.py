@@ -96,7 +96,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _common import floor_chunk, floor_pass, in_tree
+from _common import floor_chunk, floor_pass, in_tree, jsonable
 from variants import TRANSFORMS, build_tree, list_photos
 
 import dupfinder
@@ -666,21 +666,9 @@ def _run(args, photos: list[Path], tree: Path) -> int:
     print_report(doc, tree / "sets", examples=args.examples)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(doc), f, indent=1)
+            json.dump(jsonable(doc), f, indent=1)
         print(f"\nwrote {args.json}")
     return 0
-
-
-def _jsonable(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 if __name__ == "__main__":
