@@ -77,6 +77,10 @@ def _guided(fa: Features, fb: Features, pb_all: np.ndarray, matrix: np.ndarray, 
     return near_a[order][first], near_b[order][first]
 
 
+_GRID_WIDTH = 1 << 20  # cells per row of _near's grid, far more than a frame has
+_NEIGHBOURS = (np.arange(-1, 2)[:, None] * _GRID_WIDTH + np.arange(-1, 2)[None, :]).ravel()  # 3 x 3 cells' keys
+
+
 def _near(points: np.ndarray, targets: np.ndarray, radius: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (point, target) with the target among the point's ``k`` nearest closer than ``radius``.
 
@@ -89,23 +93,19 @@ def _near(points: np.ndarray, targets: np.ndarray, radius: float, k: int) -> tup
     empty = np.zeros(0, np.int64)
     if not len(points) or not len(targets):
         return empty, empty
-    width = 1 << 20  # cells per row, far more than a frame has
+    width = _GRID_WIDTH
     tx, ty = (np.floor(targets / radius).astype(np.int64) + 1).T
     tkey = ty * width + tx
     order = np.argsort(tkey, kind="stable")
     sorted_keys = tkey[order]
     px, py = (np.floor(points / radius).astype(np.int64) + 1).T
-    found_p, found_t = [], []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            key = (py + dy) * width + (px + dx)
-            lo = np.searchsorted(sorted_keys, key, side="left")
-            count = np.searchsorted(sorted_keys, key, side="right") - lo
-            p = np.repeat(np.arange(len(points)), count)
-            offset = np.arange(len(p)) - np.repeat(np.cumsum(count) - count, count)
-            found_p.append(p)
-            found_t.append(order[np.repeat(lo, count) + offset])
-    p, t = np.concatenate(found_p), np.concatenate(found_t)
+    # Each point's 9 cells, all looked up at once (per-call costs dominate at this size).
+    key = ((py * width + px)[:, None] + _NEIGHBOURS).ravel()
+    lo = np.searchsorted(sorted_keys, key, side="left")
+    count = np.searchsorted(sorted_keys, key, side="right") - lo
+    p = np.repeat(np.arange(len(key)) // 9, count)
+    offset = np.arange(len(p)) - np.repeat(np.cumsum(count) - count, count)
+    t = order[np.repeat(lo, count) + offset]
     d2 = ((points[p] - targets[t]) ** 2).sum(axis=1)
     keep = d2 < radius * radius
     p, t, d2 = p[keep], t[keep], d2[keep]
