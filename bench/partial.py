@@ -521,9 +521,16 @@ def _run(args, photos: list[Path], tree: Path) -> int:
     executor = make_executor(args.workers, jobs=len(paths))
     try:
         features = features_for(paths, executor=executor, workers=getattr(executor, "workers", 1))
+        started = time.perf_counter()
+        direct = find_partial(features, executor=executor)
+        pooled_seconds = time.perf_counter() - started
     finally:
         executor.close()
-    d = score_direct(find_partial(features), paths, truths, args.box_tolerance)
+    started = time.perf_counter()
+    inline = find_partial(features)
+    inline_seconds = time.perf_counter() - started
+    assert inline == direct, "the pool and this process verified different pairs"
+    d = score_direct(direct, paths, truths, args.box_tolerance)
 
     print()
     print("recall per kind (share of the variants of each kind)")
@@ -543,7 +550,9 @@ def _run(args, photos: list[Path], tree: Path) -> int:
           f"recall {s['recall']:.4f}; {s['predicted_pairs']} pairs grouped, {s['true_pairs']} true, "
           f"{len(s['false_pairs'])} false; {s['distractors_grouped']} distractors grouped")
     print(f"pairwise, default scan:   precision {plain['precision']:.4f}, recall {plain['recall']:.4f}")
-    print(f"dupfinder.partial alone: {d['edges']} verified pairs, {len(d['false_edges'])} between different photos")
+    print(f"dupfinder.partial alone: {d['edges']} verified pairs, {len(d['false_edges'])} between different photos; "
+          f"find_partial {pooled_seconds:.2f} s with the scans' workers, {inline_seconds:.2f} s in one process "
+          f"({inline_seconds / pooled_seconds:.2f}x)")
     for a, b in (s["false_pairs"] + d["false_edges"])[: args.examples]:
         print(f"    false: {_rel(a, tree)}  ~  {_rel(b, tree)}")
     if d["misses"]:

@@ -221,7 +221,7 @@ def _with_partial(found: list[Match], files: list[HashedFile], reference: Refere
                             workers=getattr(executor, "workers", 1), orient=orient)
     by_path = {m.path: m for m in found}
     extra: dict[int, list[RefHit]] = {}
-    for p in find_partial(ref_features, queries=features):  # a: reference, b: target
+    for p in find_partial(ref_features, queries=features, executor=executor):  # a: reference, b: target
         i = eligible[p.b]
         f = files[i]
         known = by_path.get(f.path)

@@ -66,17 +66,20 @@ __all__ = [
     "relations",
     "Relations",
     "partial_relations",
+    "verify_all",
 ]
 
 
 def find_partial(
-    features: Sequence[Features | None], *, queries: Sequence[Features | None] | None = None
+    features: Sequence[Features | None], *, queries: Sequence[Features | None] | None = None,
+    executor=None,
 ) -> list[PartialMatch]:
     """Every verified partial match among ``features`` (or of ``queries`` against them).
 
     ``a`` and ``b`` of each match are indices into the sequences (``a`` into
     ``features``, ``b`` into ``queries`` when given); ``None`` entries
-    (files without features) never match.
+    (files without features) never match. With an ``executor`` (a worker
+    pool), the candidates are verified in its workers.
 
     >>> from PIL import Image
     >>> art = Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100)
@@ -88,13 +91,15 @@ def find_partial(
     """
     db = _or_empty(features)
     qs = None if queries is None else _or_empty(queries)
+    candidates = list(grouped(vote_matches(db, queries=qs), MIN_VOTES))
+    if qs is None:
+        everything, tasks = db, [(i, j, m, ki, kj, i, j) for i, j, m, ki, kj in candidates]
+    else:
+        # i is a query (target), j a reference: how the target relates to the reference.
+        everything = db + qs
+        tasks = [(j, len(db) + i, m, kj, ki, j, i) for i, j, m, ki, kj in candidates]
     best: dict[tuple[int, int], tuple[int, PartialMatch]] = {}
-    for i, j, mirrored, ki, kj in grouped(vote_matches(db, queries=qs), MIN_VOTES):
-        if qs is None:
-            found = verify(db[i], db[j], mirrored=mirrored, a=i, b=j, hint=(ki, kj))
-        else:
-            # i is a query (target), j a reference: how the target relates to the reference.
-            found = verify(db[j], qs[i], mirrored=mirrored, a=j, b=i, hint=(kj, ki))
+    for (_, _, _, ki, _), found in zip(candidates, verify_all(everything, tasks, executor=executor)):
         # A symmetric picture can verify both as is and mirrored: the way with
         # more votes (descriptors that agree) is the way it was copied. Not the
         # one with more inliers: the search around a fitted model finds more
@@ -104,6 +109,63 @@ def find_partial(
         if found is not None and ((found.a, found.b) not in best or len(ki) > best[found.a, found.b][0]):
             best[found.a, found.b] = (len(ki), found)
     return [best[k][1] for k in sorted(best)]
+
+
+# Candidate pairs per task when they are verified in a worker pool, and the
+# fewest worth a pool (below, writing the table costs more than it saves).
+VERIFY_BATCH = 64
+POOL_MIN_CANDIDATES = 256
+
+
+def verify_all(features: Sequence[Features], tasks: Sequence[tuple], *, executor=None) -> list[PartialMatch | None]:
+    """:func:`verify` each task ``(x, y, mirrored, kx, ky, a, b)``: features[y] against features[x].
+
+    ``kx``, ``ky`` are the voting matches (keypoint indices); ``a``, ``b``
+    name the files in the result. With an ``executor`` of two workers or
+    more (and :data:`POOL_MIN_CANDIDATES` tasks), the features are written
+    once to a temporary folder as a :class:`~dupfinder.partial_table.FeatureTable`
+    that the workers memory-map, and the tasks go to them in batches
+    (measured: 1.45 -> 0.85 s for the 8539 candidates of the 599-file bench
+    tree, 2 workers). A batch whose worker died verifies nothing: its
+    pairs are simply not matched.
+    """
+    if executor is None or getattr(executor, "workers", 1) < 2 or len(tasks) < POOL_MIN_CANDIDATES:
+        return [_verify_task(features, t) for t in tasks]
+    import tempfile
+    from functools import partial as bind
+
+    from .partial_table import FeatureTable
+
+    out: list[PartialMatch | None] = [None] * len(tasks)
+    with tempfile.TemporaryDirectory(prefix="dupfinder-partial-") as folder:
+        FeatureTable.pack(features).save(folder)
+        batches = [(s, tasks[s : s + VERIFY_BATCH]) for s in range(0, len(tasks), VERIFY_BATCH)]
+        for (start, _), result in executor.map_unordered(bind(_verify_batch, folder=folder), batches):
+            if isinstance(result, list):  # else WorkerCrashed
+                out[start : start + len(result)] = result
+    return out
+
+
+def _verify_task(features, task) -> PartialMatch | None:
+    x, y, mirrored, kx, ky, a, b = task
+    fx, fy = features[x], features[y]
+    if fx is None or fy is None:
+        return None
+    return verify(fx, fy, mirrored=mirrored, a=a, b=b, hint=(kx, ky))
+
+
+_TABLES: dict = {}
+
+
+def _verify_batch(batch, *, folder: str) -> list[PartialMatch | None]:
+    """The work of one worker: verify a batch of tasks against the table in ``folder``."""
+    from .partial_table import FeatureTable
+
+    if folder not in _TABLES:
+        _TABLES.clear()  # one table at a time: an earlier scan's is gone
+        _TABLES[folder] = FeatureTable.load(folder)
+    table = _TABLES[folder]
+    return [_verify_task(table, t) for t in batch[1]]
 
 
 def _or_empty(features: Sequence[Features | None]) -> list[Features]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -289,3 +290,52 @@ def test_guided_neighbours_are_the_nearest_within_the_radius():
         want |= {(i, int(j)) for j in nearest if row[j] < 144.0}
     assert set(zip(p.tolist(), t.tolist())) == want
     assert len(p) == len(want) > 100
+
+
+def test_candidates_verified_in_worker_processes_give_the_same_matches(monkeypatch):
+    # Crops, canvases and a collage of sample photos among other photos: the
+    # pool (features memory-mapped from a FeatureTable) must answer exactly
+    # as this process does, for a scan's pairs and for targets against references.
+    from dupfinder import partial
+    from dupfinder.executor import ProcessExecutor
+
+    monkeypatch.setattr(partial, "POOL_MIN_CANDIDATES", 1)
+    monkeypatch.setattr(partial, "VERIFY_BATCH", 3)  # several batches, out of order
+    originals = [photo(s) for s in ("p0005", "p0020", "p0028", "p0035")]
+    copies = [crop(originals[0], (70, 10, 320, 215)), on_canvas(originals[1], (700, 520), (330, 40)),
+              crop(originals[2], (0, 40, 270, 240), 0.8).transpose(MIRROR),
+              collage(originals[3], [photo(s) for s in ("p0006", "p0018", "p0027")], 3)[0]]
+    refs = [image_features(im) for im in originals] + [None]
+    targets = [image_features(im) for im in copies] + [image_features(photo("p0031"))]
+    executor = ProcessExecutor(2)
+    try:
+        pooled = find_partial(refs + targets, executor=executor)
+        pooled_queries = find_partial(refs, queries=targets, executor=executor)
+    finally:
+        executor.close()
+    inline = find_partial(refs + targets)
+    assert pooled == inline
+    assert {(m.a, m.b) for m in inline} >= {(0, 5), (1, 6), (2, 7), (3, 8)}
+    assert pooled_queries == find_partial(refs, queries=targets)
+    assert {(m.a, m.b, m.kind) for m in pooled_queries} == {
+        (0, 0, "crop"), (1, 1, "contained"), (2, 2, "crop"), (3, 3, "contained")}
+
+
+def test_a_feature_table_round_trips_through_its_folder(tmp_path):
+    from dupfinder.partial_table import FeatureTable
+
+    features = [image_features(photo("p0005")), None, image_features(Image.new("L", (64, 48), 9)),
+                image_features(photo("p0020").transpose(MIRROR))]
+    FeatureTable.pack(features).save(tmp_path)
+    table = FeatureTable.load(tmp_path)
+    assert len(table) == 4 and table[1] is None
+    for f, g in zip(features, table):
+        if f is None:
+            continue
+        assert (f.width, f.height, f.scale) == (g.width, g.height, g.scale)
+        for name in ("points", "descriptors", "mirrored", "thumb"):
+            assert np.array_equal(getattr(f, name), getattr(g, name)), name
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    FeatureTable.pack([None, None]).save(empty)
+    assert list(FeatureTable.load(empty)) == [None, None]
