@@ -204,13 +204,13 @@ class Relations(Mapping):
 
     def _settle(self, key) -> None:
         i, j = sorted(key)
-        best = None
+        # Most votes first, the first that verifies: the rule of find_partial
+        # and of the candidates verified at once.
         for mirrored, ki, kj in self._deferred.pop((i, j), ()):
             found = verify(self._features[i], self._features[j], mirrored=mirrored, a=i, b=j, hint=(ki, kj))
-            if found is not None and (best is None or found.inliers > best.inliers):
-                best = found
-        if best is not None:
-            self._found.update(relations([best]))
+            if found is not None:
+                self._found.update(relations([found]))
+                return
 
 
 def partial_relations(features: Sequence[Features | None]) -> Relations:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import dupfinder  # noqa: E402
 from dupfinder.cli import ExitStatus, main  # noqa: E402
 from dupfinder.match import build_reference, match  # noqa: E402
 from dupfinder.models import UsageError  # noqa: E402
-from dupfinder.partial import PartialMatch, find_partial, image_features, relations  # noqa: E402
+from dupfinder.partial import PartialMatch, find_partial, image_features, partial_relations, relations  # noqa: E402
 
 from .conftest import ORIGINALS, open_rgb  # noqa: E402
 
@@ -292,6 +293,35 @@ def test_guided_neighbours_are_the_nearest_within_the_radius():
     assert len(p) == len(want) > 100
 
 
+@functools.cache
+def originals_and_copies() -> tuple[list, list]:
+    """Features of four sample photos (and a None), and of a crop, a canvas, a mirrored crop and a
+    collage of them, an unrelated photo, and a page around the first photo."""
+    originals = [photo(s) for s in ("p0005", "p0020", "p0028", "p0035")]
+    copies = [crop(originals[0], (70, 10, 320, 215)), on_canvas(originals[1], (700, 520), (330, 40)),
+              crop(originals[2], (0, 40, 270, 240), 0.8).transpose(MIRROR),
+              collage(originals[3], [photo(s) for s in ("p0006", "p0018", "p0027")], 3)[0]]
+    refs = [image_features(im) for im in originals] + [None]
+    # A second copy of the first photo: it and the crop are joined through
+    # the photo, so partial_relations sets their pair aside.
+    page = on_canvas(originals[0], (560, 420), (150, 120), textured=True)
+    targets = [image_features(im) for im in [*copies, photo("p0031"), page]]
+    return refs, targets
+
+
+def test_lazy_relations_answer_every_pair_as_find_partial_does():
+    # partial_relations sets aside the pairs already joined and verifies them
+    # when asked: asked for every pair, it must say what find_partial says.
+    refs, targets = originals_and_copies()
+    features = refs + targets
+    expected = relations(find_partial(features))
+    rel = partial_relations(features)
+    set_aside = list(rel._deferred)
+    asked = {(i, j): rel[i, j] for i in range(len(features)) for j in range(len(features)) if (i, j) in rel}
+    assert asked == expected
+    assert len(expected) >= 10 and set_aside  # some pairs were set aside, then asked for
+
+
 def test_candidates_verified_in_worker_processes_give_the_same_matches(monkeypatch):
     # Crops, canvases and a collage of sample photos among other photos: the
     # pool (features memory-mapped from a FeatureTable) must answer exactly
@@ -301,12 +331,7 @@ def test_candidates_verified_in_worker_processes_give_the_same_matches(monkeypat
 
     monkeypatch.setattr(partial, "POOL_MIN_CANDIDATES", 1)
     monkeypatch.setattr(partial, "VERIFY_BATCH", 3)  # several batches, out of order
-    originals = [photo(s) for s in ("p0005", "p0020", "p0028", "p0035")]
-    copies = [crop(originals[0], (70, 10, 320, 215)), on_canvas(originals[1], (700, 520), (330, 40)),
-              crop(originals[2], (0, 40, 270, 240), 0.8).transpose(MIRROR),
-              collage(originals[3], [photo(s) for s in ("p0006", "p0018", "p0027")], 3)[0]]
-    refs = [image_features(im) for im in originals] + [None]
-    targets = [image_features(im) for im in copies] + [image_features(photo("p0031"))]
+    refs, targets = originals_and_copies()
     executor = ProcessExecutor(2)
     try:
         pooled = find_partial(refs + targets, executor=executor)
@@ -318,7 +343,7 @@ def test_candidates_verified_in_worker_processes_give_the_same_matches(monkeypat
     assert {(m.a, m.b) for m in inline} >= {(0, 5), (1, 6), (2, 7), (3, 8)}
     assert pooled_queries == find_partial(refs, queries=targets)
     assert {(m.a, m.b, m.kind) for m in pooled_queries} == {
-        (0, 0, "crop"), (1, 1, "contained"), (2, 2, "crop"), (3, 3, "contained")}
+        (0, 0, "crop"), (1, 1, "contained"), (2, 2, "crop"), (3, 3, "contained"), (0, 5, "contained")}
 
 
 def test_a_feature_table_round_trips_through_its_folder(tmp_path):
