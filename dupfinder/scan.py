@@ -198,6 +198,7 @@ def scan(
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
         features = _partial_features(files, executor, orient, progress) if partial else None
+        links = _partial_links(features, executor) if partial else None
     finally:
         if own_executor:
             executor.close()
@@ -207,7 +208,7 @@ def scan(
     groups = group_files(
         files, threshold, index=index, key=key_for, transforms=transforms,
         ignored=cache.ignored_pairs() if cache is not None else frozenset(),
-        links=_partial_links(features) if partial else None,
+        links=links,
     )
     if new_since is not None:
         # Only members can be new: a million-file tree need not be looked up.
@@ -262,11 +263,11 @@ def _partial_features(files: FileTable, executor, orient: bool, progress) -> lis
     return features
 
 
-def _partial_links(features: list):
+def _partial_links(features: list, executor):
     """``(i, j) -> (what file j is to file i, box)`` for the verified partial copies (a lazy Mapping)."""
     from .partial import partial_relations
 
-    return partial_relations(features)
+    return partial_relations(features, executor=executor)
 
 
 def collect(items: Iterable[HashedFile | ScanError], errors: list[ScanError], *, capacity: int = 1024) -> FileTable:
