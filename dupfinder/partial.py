@@ -33,7 +33,7 @@ a's pixels) or ``contained`` (b shows all of a inside a larger frame;
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from .partial_features import (
     image_features,
     require_opencv,
 )
+from .partial_pool import POOL_MIN_CANDIDATES, POOL_MIN_KEYPOINTS, VERIFY_BATCH, shared, verify_task, workers
 from .partial_verify import verify
 from .partial_votes import MIN_VOTES, candidate_pairs, grouped, vote_matches
 
@@ -112,81 +113,24 @@ def find_partial(
     return [best[k][1] for k in sorted(best)]
 
 
-# Candidate pairs per task when they are verified in a worker pool, and the
-# fewest worth a pool (below, writing the table costs more than it saves).
-VERIFY_BATCH = 64
-POOL_MIN_CANDIDATES = 256
-
-
 def verify_all(features: Sequence[Features], tasks: Sequence[tuple], *, executor=None) -> list[PartialMatch | None]:
     """:func:`verify` each task ``(x, y, mirrored, kx, ky, a, b)``: features[y] against features[x].
 
     ``kx``, ``ky`` are the voting matches (keypoint indices); ``a``, ``b``
     name the files in the result. With an ``executor`` of two workers or
-    more (and :data:`POOL_MIN_CANDIDATES` tasks), the tasks go to its
-    workers in batches (see :func:`_in_pool`; measured: 1.45 -> 0.85 s for
-    the 8539 candidates of the 599-file bench tree, 2 workers).
+    more (and :data:`~dupfinder.partial_pool.POOL_MIN_CANDIDATES` tasks),
+    the tasks go to its workers in batches (:mod:`dupfinder.partial_pool`;
+    measured: 1.45 -> 0.85 s for the 8539 candidates of the 599-file bench
+    tree, 2 workers).
     """
-    if not _pooled(executor, len(tasks)):
-        return [_verify_task(features, t) for t in tasks]
+    if workers(executor) < 2 or len(tasks) < POOL_MIN_CANDIDATES:
+        return [verify_task(features, t) for t in tasks]
     out: list[PartialMatch | None] = [None] * len(tasks)
     batches = [(s, tasks[s : s + VERIFY_BATCH]) for s in range(0, len(tasks), VERIFY_BATCH)]
-    with _in_pool(features, executor) as run:
-        for (start, _), result in run(batches):
+    with shared(features, executor) as pool:
+        for (start, _), result in pool.verify(batches):
             out[start : start + len(result)] = result
     return out
-
-
-def _pooled(executor, n: int) -> bool:
-    return executor is not None and getattr(executor, "workers", 1) >= 2 and n >= POOL_MIN_CANDIDATES
-
-
-@contextmanager
-def _in_pool(features: Sequence[Features], executor):
-    """A function mapping batches ``(key, tasks)`` to ``((key, tasks), results)`` in the pool's workers.
-
-    The features are written once to a temporary folder as a
-    :class:`~dupfinder.partial_table.FeatureTable` that the workers
-    memory-map (removed on exit): tasks name files by index, and no
-    features are pickled. A batch whose worker died verifies nothing (all
-    None): its pairs are simply not matched.
-    """
-    import tempfile
-    from functools import partial as bind
-
-    from .partial_table import FeatureTable
-
-    with tempfile.TemporaryDirectory(prefix="dupfinder-partial-") as folder:
-        FeatureTable.pack(features).save(folder)
-        work = bind(_verify_batch, folder=folder)
-
-        def run(batches):
-            for batch, result in executor.map_unordered(work, batches):
-                yield batch, result if isinstance(result, list) else [None] * len(batch[1])
-
-        yield run
-
-
-def _verify_task(features, task) -> PartialMatch | None:
-    x, y, mirrored, kx, ky, a, b = task
-    fx, fy = features[x], features[y]
-    if fx is None or fy is None:
-        return None
-    return verify(fx, fy, mirrored=mirrored, a=a, b=b, hint=(kx, ky))
-
-
-_TABLES: dict = {}
-
-
-def _verify_batch(batch, *, folder: str) -> list[PartialMatch | None]:
-    """The work of one worker: verify a batch of tasks against the table in ``folder``."""
-    from .partial_table import FeatureTable
-
-    if folder not in _TABLES:
-        _TABLES.clear()  # one table at a time: an earlier scan's is gone
-        _TABLES[folder] = FeatureTable.load(folder)
-    table = _TABLES[folder]
-    return [_verify_task(table, t) for t in batch[1]]
 
 
 def _or_empty(features: Sequence[Features | None]) -> list[Features]:
@@ -241,9 +185,10 @@ def partial_relations(features: Sequence[Features | None], *, executor=None) -> 
     already joined by verified matches is set aside: grouping needs it only
     if one of the two becomes a group's kept file, and then asks for it.
     On the bench this verifies 40% fewer pairs than :func:`find_partial`.
-    With an ``executor`` of two workers or more, the candidates go to the
-    workers a batch at a time, each batch set aside by the joins known when
-    it is sent. Which pairs are set aside then depends on timing, but not
+    With an ``executor`` of two workers or more (:mod:`dupfinder.partial_pool`),
+    the candidate search runs a word position per task, and the candidates
+    go to the workers a batch at a time, each batch set aside by the joins
+    known when it is sent. Which pairs are set aside then depends on timing, but not
     the answers: a pair's answer is its first candidate (most votes first)
     that verifies, whether verified at once or when asked.
 
@@ -254,7 +199,16 @@ def partial_relations(features: Sequence[Features | None], *, executor=None) -> 
     ([(0, 2), (2, 0)], 'crop')
     """
     db = _or_empty(features)
-    candidates = list(grouped(vote_matches(db), MIN_VOTES))
+    pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= POOL_MIN_KEYPOINTS
+    with shared(db, executor) if pooled else nullcontext() as pool:
+        candidates = list(grouped(pool.votes() if pool else vote_matches(db), MIN_VOTES))
+        if pool is None or len(candidates) < POOL_MIN_CANDIDATES:
+            pool = None
+        return _relations(db, candidates, pool)
+
+
+def _relations(db: list[Features], candidates: list, pool) -> Relations:
+    """partial_relations' verification: one candidate at a time, or batches in the pool."""
     parent = list(range(len(db)))
 
     def root(x: int) -> int:
@@ -289,17 +243,16 @@ def partial_relations(features: Sequence[Features | None], *, executor=None) -> 
             if tasks:
                 yield indices, tasks
 
-    if _pooled(executor, len(candidates)):
-        with _in_pool(db, executor) as run:
-            # The pool asks for the next batch as a worker frees up: each is
-            # built with the joins of every result read so far.
-            for (indices, _), results in run(batches(VERIFY_BATCH)):
-                for index, match in zip(indices, results):
-                    if match is not None:
-                        keep(index, match)
+    if pool is not None:
+        # The pool asks for the next batch as a worker frees up: each is
+        # built with the joins of every result read so far.
+        for (indices, _), results in pool.verify(batches(VERIFY_BATCH)):
+            for index, match in zip(indices, results):
+                if match is not None:
+                    keep(index, match)
     else:
         for (index,), (task,) in batches(1):
-            match = _verify_task(db, task)
+            match = verify_task(db, task)
             if match is not None:
                 keep(index, match)
     return Relations(db, found, deferred)

@@ -15,7 +15,8 @@ import numpy as np
 
 from .partial_features import Features
 
-__all__ = ["MATCH_BITS", "BUCKET_CAP", "MIN_VOTES", "WORD_BITS", "vote_matches", "candidate_pairs", "grouped", "popcount_rows"]
+__all__ = ["MATCH_BITS", "BUCKET_CAP", "MIN_VOTES", "WORD_BITS", "N_POSITIONS", "vote_matches", "votes_at",
+           "merge_votes", "candidate_pairs", "grouped", "popcount_rows"]
 
 # Two descriptors closer than this (of 256 bits) vote for their files; ORB's
 # true correspondences under resizing and JPEG sit mostly below 40 bits.
@@ -68,33 +69,50 @@ def vote_matches(
     and file j's mirror image (ki is then a point of i, kj one of j's mirror;
     within ``features``, the mirror is always on the larger file).
     """
-    empty = np.zeros(0, np.int64)
-    db, db_owner, db_point = _stack(features, mirrored=False)
+    db = _stack(features, mirrored=False)
     # Only the database is sorted; mirror images and queries look their words up in it.
     probes = [(*_stack(features, mirrored=True), True)] if queries is None else [
         (*_stack(queries, mirrored=False), False), (*_stack(queries, mirrored=True), True)]
+    return merge_votes([votes_at(db, probes, p, within=queries is None) for p in range(N_POSITIONS)])
+
+
+def votes_at(db: tuple, probes: list, position: int, *, within: bool) -> tuple[np.ndarray, ...]:
+    """The matches of :func:`vote_matches` through the word at one ``position`` (0 to N_POSITIONS - 1).
+
+    ``db`` is ``(descriptors, owner, point)`` of the files looked up,
+    ``probes`` a list of ``(descriptors, owner, point, mirrored)`` that look
+    them up; ``within`` says the probes are the mirror images of ``db``
+    itself (a scan), not other files (a match).
+    """
+    desc_db, db_owner, db_point = db
+    word = _word(desc_db, position)
+    order = np.argsort(word)
+    sorted_words = word[order]
     out = []
-    for word, probe_words in zip(_words(db), zip(*(_words(p[0]) for p in probes))):
-        order = np.argsort(word)
-        sorted_words = word[order]
-        if queries is None:
-            a, b = _same_word_pairs(sorted_words, order)
-            a, b = _close(db, db, a, b, db_owner[a] != db_owner[b])
-            swap = db_owner[a] > db_owner[b]
-            a, b = np.where(swap, b, a), np.where(swap, a, b)
-            out.append((db_owner[a], db_owner[b], np.zeros(len(a), bool), db_point[a], db_point[b]))
-        for (desc, owner, point, mirrored), key in zip(probes, probe_words):
-            q, d = _lookup(sorted_words, order, key)
-            # Within one set, file i's mirror against file j equals j's against i: keep it on the larger.
-            q, d = _close(desc, db, q, d, owner[q] > db_owner[d] if queries is None else None)
-            if queries is None:
-                out.append((db_owner[d], owner[q], np.full(len(q), mirrored), db_point[d], point[q]))
-            else:
-                out.append((owner[q], db_owner[d], np.full(len(q), mirrored), point[q], db_point[d]))
-    if not out:
+    if within:
+        a, b = _same_word_pairs(sorted_words, order)
+        a, b = _close(desc_db, desc_db, a, b, db_owner[a] != db_owner[b])
+        swap = db_owner[a] > db_owner[b]
+        a, b = np.where(swap, b, a), np.where(swap, a, b)
+        out.append((db_owner[a], db_owner[b], np.zeros(len(a), bool), db_point[a], db_point[b]))
+    for desc, owner, point, mirrored in probes:
+        q, d = _lookup(sorted_words, order, _word(desc, position))
+        # Within one set, file i's mirror against file j equals j's against i: keep it on the larger.
+        q, d = _close(desc, desc_db, q, d, owner[q] > db_owner[d] if within else None)
+        if within:
+            out.append((db_owner[d], owner[q], np.full(len(q), mirrored), db_point[d], point[q]))
+        else:
+            out.append((owner[q], db_owner[d], np.full(len(q), mirrored), point[q], db_point[d]))
+    return tuple(np.concatenate(parts) for parts in zip(*out))
+
+
+def merge_votes(parts: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """The matches of every position, a pair of descriptors that shares several words voting once."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        empty = np.zeros(0, np.int64)
         return empty, empty, empty.astype(bool), empty, empty
-    i, j, m, ki, kj = (np.concatenate(parts) for parts in zip(*out))
-    # A pair of descriptors that shares several words votes once.
+    i, j, m, ki, kj = (np.concatenate(column) for column in zip(*parts))
     n_points = int(max(ki.max(initial=0), kj.max(initial=0))) + 1
     n_files = int(max(i.max(initial=0), j.max(initial=0))) + 1
     key = (((i * n_files + j) * 2 + m) * n_points + ki) * n_points + kj
@@ -142,19 +160,19 @@ def _close(desc_a, desc_b, a, b, keep):
     return a[close], b[close]
 
 
-def _words(desc: np.ndarray):
-    """The descriptors' :data:`WORD_BITS`-bit words, one array of keys per position."""
+# Words per descriptor: the positions of votes_at.
+N_POSITIONS = 256 // WORD_BITS
+
+
+def _word(desc: np.ndarray, position: int) -> np.ndarray:
+    """The descriptors' :data:`WORD_BITS`-bit words at one position, as keys."""
     if WORD_BITS == 32:
-        for column in np.ascontiguousarray(desc).view(np.uint32).T:
-            yield np.ascontiguousarray(column)
-        return
+        return np.ascontiguousarray(np.ascontiguousarray(desc).view(np.uint32)[:, position])
     step = WORD_BITS // 8
-    wide = desc.astype(np.uint32)
-    for start in range(0, desc.shape[1] - step + 1, step):
-        key = np.zeros(len(desc), np.uint32)
-        for k in range(step):
-            key |= wide[:, start + k] << np.uint32(8 * k)
-        yield key
+    key = np.zeros(len(desc), np.uint32)
+    for k in range(step):
+        key |= desc[:, position * step + k].astype(np.uint32) << np.uint32(8 * k)
+    return key
 
 
 def candidate_pairs(

@@ -321,6 +321,7 @@ def test_lazy_relations_answer_every_pair_as_find_partial_does(pool, monkeypatch
     features = refs + targets
     expected = relations(find_partial(features))
     monkeypatch.setattr(partial, "POOL_MIN_CANDIDATES", 1)
+    monkeypatch.setattr(partial, "POOL_MIN_KEYPOINTS", 1)
     monkeypatch.setattr(partial, "VERIFY_BATCH", 1)
     executor = ProcessExecutor(2) if pool else None
     try:
