@@ -54,7 +54,9 @@ class ExitStatus(IntEnum):
 class ProgressBars:
     """Draws the core's Progress records as tqdm bars on stderr (or nothing)."""
 
-    LABELS = {"walk": "finding files", "hash": "hashing", "features": "local features", "group": "grouping"}
+    LABELS = {"walk": "finding files", "hash": "hashing", "features": "local features",
+              "partial": "matching parts", "group": "grouping"}
+    UNITS = {"group": "", "partial": " pairs"}
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -72,7 +74,7 @@ class ProgressBars:
             self.bar = tqdm(
                 total=p.total,
                 desc=self.LABELS.get(p.stage, p.stage),
-                unit=" files" if p.stage != "group" else "",
+                unit=self.UNITS.get(p.stage, " files"),
                 file=sys.stderr,
                 leave=False,
                 dynamic_ncols=True,

@@ -178,7 +178,7 @@ class Relations(Mapping):
                 return
 
 
-def partial_relations(features: Sequence[Features | None], *, executor=None) -> Relations:
+def partial_relations(features: Sequence[Features | None], *, executor=None, progress=None) -> Relations:
     """The partial matches among files, for grouping: what :func:`find_partial` finds, verified lazily.
 
     Candidates are verified most votes first, and one whose two files are
@@ -190,7 +190,9 @@ def partial_relations(features: Sequence[Features | None], *, executor=None) -> 
     go to the workers a batch at a time, each batch set aside by the joins
     known when it is sent. Which pairs are set aside then depends on timing, but not
     the answers: a pair's answer is its first candidate (most votes first)
-    that verifies, whether verified at once or when asked.
+    that verifies, whether verified at once or when asked. ``progress``, if
+    given, gets a ``Progress("partial", done, candidates)`` as candidates are
+    verified or set aside (``total`` None during the candidate search).
 
     >>> from PIL import Image
     >>> art = Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100)
@@ -198,16 +200,20 @@ def partial_relations(features: Sequence[Features | None], *, executor=None) -> 
     >>> sorted(rel), rel[0, 2][0]
     ([(0, 2), (2, 0)], 'crop')
     """
+    from .models import Progress
+
+    report = progress or (lambda _: None)
     db = _or_empty(features)
     pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= POOL_MIN_KEYPOINTS
+    report(Progress("partial", 0, None))
     with shared(db, executor) if pooled else nullcontext() as pool:
         candidates = list(grouped(pool.votes() if pool else vote_matches(db), MIN_VOTES))
         if pool is None or len(candidates) < POOL_MIN_CANDIDATES:
             pool = None
-        return _relations(db, candidates, pool)
+        return _relations(db, candidates, pool, lambda done: report(Progress("partial", done, len(candidates))))
 
 
-def _relations(db: list[Features], candidates: list, pool) -> Relations:
+def _relations(db: list[Features], candidates: list, pool, report) -> Relations:
     """partial_relations' verification: one candidate at a time, or batches in the pool."""
     parent = list(range(len(db)))
 
@@ -229,11 +235,15 @@ def _relations(db: list[Features], candidates: list, pool) -> Relations:
         found.update(relations([match]))
         parent[root(match.a)] = root(match.b)
 
+    decided = 0  # candidates verified or set aside
+
     def batches(size: int):
-        """``(candidate indices, tasks)``, a batch at a time: what is not set aside by then."""
+        """``((candidate indices, span), tasks)``, a batch of ``span`` candidates at a time, less those set aside."""
+        nonlocal decided
         for start in range(0, len(candidates), size):
             indices, tasks = [], []
-            for index in range(start, min(start + size, len(candidates))):
+            span = min(size, len(candidates) - start)
+            for index in range(start, start + span):
                 i, j, mirrored, ki, kj = candidates[index]
                 if root(i) == root(j):
                     deferred.setdefault((i, j), []).append((mirrored, ki, kj))
@@ -241,20 +251,28 @@ def _relations(db: list[Features], candidates: list, pool) -> Relations:
                     indices.append(index)
                     tasks.append((i, j, mirrored, ki, kj, i, j))
             if tasks:
-                yield indices, tasks
+                yield (indices, span), tasks
+            else:
+                decided += span
 
+    report(0)
     if pool is not None:
         # The pool asks for the next batch as a worker frees up: each is
         # built with the joins of every result read so far.
-        for (indices, _), results in pool.verify(batches(VERIFY_BATCH)):
+        for ((indices, span), _), results in pool.verify(batches(VERIFY_BATCH)):
             for index, match in zip(indices, results):
                 if match is not None:
                     keep(index, match)
+            decided += span
+            report(decided)
     else:
-        for (index,), (task,) in batches(1):
+        for ((index,), _), (task,) in batches(1):
             match = verify_task(db, task)
             if match is not None:
                 keep(index, match)
+            if index % VERIFY_BATCH == 0:
+                report(index + 1)
+    report(len(candidates))
     return Relations(db, found, deferred)
 
 

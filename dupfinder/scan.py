@@ -198,7 +198,7 @@ def scan(
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
         features = _partial_features(files, executor, orient, progress) if partial else None
-        links = _partial_links(features, executor) if partial else None
+        links = _partial_links(features, executor, progress) if partial else None
     finally:
         if own_executor:
             executor.close()
@@ -263,11 +263,11 @@ def _partial_features(files: FileTable, executor, orient: bool, progress) -> lis
     return features
 
 
-def _partial_links(features: list, executor):
+def _partial_links(features: list, executor, progress):
     """``(i, j) -> (what file j is to file i, box)`` for the verified partial copies (a lazy Mapping)."""
     from .partial import partial_relations
 
-    return partial_relations(features, executor=executor)
+    return partial_relations(features, executor=executor, progress=progress)
 
 
 def collect(items: Iterable[HashedFile | ScanError], errors: list[ScanError], *, capacity: int = 1024) -> FileTable:

@@ -324,11 +324,16 @@ def test_lazy_relations_answer_every_pair_as_find_partial_does(pool, monkeypatch
     monkeypatch.setattr(partial, "POOL_MIN_KEYPOINTS", 1)
     monkeypatch.setattr(partial, "VERIFY_BATCH", 1)
     executor = ProcessExecutor(2) if pool else None
+    seen = []
     try:
-        rel = partial_relations(features, executor=executor)
+        rel = partial_relations(features, executor=executor, progress=seen.append)
     finally:
         if executor is not None:
             executor.close()
+    # Progress: the candidate search (no total yet), then candidates decided, up to all of them.
+    assert {p.stage for p in seen} == {"partial"} and seen[0].total is None
+    done = [p.done for p in seen[1:]]
+    assert done == sorted(done) and done[-1] == seen[-1].total > 0
     set_aside = list(rel._deferred)
     asked = {(i, j): rel[i, j] for i in range(len(features)) for j in range(len(features)) if (i, j) in rel}
     assert asked == expected
