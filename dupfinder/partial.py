@@ -33,10 +33,12 @@ a's pixels) or ``contained`` (b shows all of a inside a larger frame;
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 
 import numpy as np
 
+from . import partial_pool
+from .models import Progress
 from .partial_features import (
     FEATURE_SIDE,
     INSTALL_HINT,
@@ -48,7 +50,7 @@ from .partial_features import (
     image_features,
     require_opencv,
 )
-from .partial_pool import POOL_MIN_CANDIDATES, POOL_MIN_KEYPOINTS, VERIFY_BATCH, shared, verify_task, workers
+from .partial_pool import Task, shared, verify_task, workers
 from .partial_verify import verify
 from .partial_votes import MIN_VOTES, candidate_pairs, grouped, vote_matches
 
@@ -95,11 +97,11 @@ def find_partial(
     qs = None if queries is None else _or_empty(queries)
     candidates = list(grouped(vote_matches(db, queries=qs), MIN_VOTES))
     if qs is None:
-        everything, tasks = db, [(i, j, m, ki, kj, i, j) for i, j, m, ki, kj in candidates]
+        everything, tasks = db, [Task(i, j, m, ki, kj, i, j) for i, j, m, ki, kj in candidates]
     else:
         # i is a query (target), j a reference: how the target relates to the reference.
         everything = db + qs
-        tasks = [(j, len(db) + i, m, kj, ki, j, i) for i, j, m, ki, kj in candidates]
+        tasks = [Task(j, len(db) + i, m, kj, ki, j, i) for i, j, m, ki, kj in candidates]
     best: dict[tuple[int, int], tuple[int, PartialMatch]] = {}
     for (_, _, _, ki, _), found in zip(candidates, verify_all(everything, tasks, executor=executor)):
         # A symmetric picture can verify both as is and mirrored: the way with
@@ -113,22 +115,31 @@ def find_partial(
     return [best[k][1] for k in sorted(best)]
 
 
-def verify_all(features: Sequence[Features], tasks: Sequence[tuple], *, executor=None) -> list[PartialMatch | None]:
-    """:func:`verify` each task ``(x, y, mirrored, kx, ky, a, b)``: features[y] against features[x].
+def verify_all(features: Sequence[Features], tasks: Sequence[Task], *, executor=None) -> list[PartialMatch | None]:
+    """:func:`verify` each :class:`~dupfinder.partial_pool.Task`: is features[y] a partial copy of features[x]?
 
-    ``kx``, ``ky`` are the voting matches (keypoint indices); ``a``, ``b``
-    name the files in the result. With an ``executor`` of two workers or
-    more (and :data:`~dupfinder.partial_pool.POOL_MIN_CANDIDATES` tasks),
-    the tasks go to its workers in batches (:mod:`dupfinder.partial_pool`;
-    measured: 1.45 -> 0.85 s for the 8539 candidates of the 599-file bench
-    tree, 2 workers).
+    With an ``executor`` of two workers or more (and
+    :data:`~dupfinder.partial_pool.POOL_MIN_CANDIDATES` tasks), the tasks go
+    to its workers in batches (:mod:`dupfinder.partial_pool`; measured: 1.45
+    -> 0.85 s for the 8539 candidates of the 599-file bench tree, 2 workers);
+    a batch whose worker died is verified again in this process.
+
+    >>> from PIL import Image
+    >>> art = Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100)
+    >>> fs = [image_features(art), image_features(art.crop((40, 30, 300, 230)))]
+    >>> i, j, mirrored, ki, kj = next(grouped(vote_matches(fs), MIN_VOTES))  # the most votes
+    >>> [(m.a, m.b, m.kind) for m in verify_all(fs, [Task(i, j, mirrored, ki, kj, "art", "part")])]
+    [('art', 'part', 'crop')]
     """
-    if workers(executor) < 2 or len(tasks) < POOL_MIN_CANDIDATES:
+    if workers(executor) < 2 or len(tasks) < partial_pool.POOL_MIN_CANDIDATES:
         return [verify_task(features, t) for t in tasks]
     out: list[PartialMatch | None] = [None] * len(tasks)
-    batches = [(s, tasks[s : s + VERIFY_BATCH]) for s in range(0, len(tasks), VERIFY_BATCH)]
+    size = partial_pool.VERIFY_BATCH
+    batches = [(s, tasks[s : s + size]) for s in range(0, len(tasks), size)]
     with shared(features, executor) as pool:
-        for (start, _), result in pool.verify(batches):
+        for (start, batch), result in pool.verify(batches):
+            if result is None:  # its worker died
+                result = [verify_task(features, t) for t in batch]
             out[start : start + len(result)] = result
     return out
 
@@ -171,7 +182,7 @@ class Relations(Mapping):
         i, j = sorted(key)
         # Most votes first, the first that verifies: the rule of find_partial
         # and of the candidates verified at once.
-        for mirrored, ki, kj in self._deferred.pop((i, j), ()):
+        for _, mirrored, ki, kj in sorted(self._deferred.pop((i, j), ()), key=lambda d: d[0]):
             found = verify(self._features[i], self._features[j], mirrored=mirrored, a=i, b=j, hint=(ki, kj))
             if found is not None:
                 self._found.update(relations([found]))
@@ -200,15 +211,13 @@ def partial_relations(features: Sequence[Features | None], *, executor=None, pro
     >>> sorted(rel), rel[0, 2][0]
     ([(0, 2), (2, 0)], 'crop')
     """
-    from .models import Progress
-
     report = progress or (lambda _: None)
     db = _or_empty(features)
-    pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= POOL_MIN_KEYPOINTS
+    pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= partial_pool.POOL_MIN_KEYPOINTS
     report(Progress("partial", 0, None))
     with shared(db, executor) if pooled else nullcontext() as pool:
         candidates = list(grouped(pool.votes() if pool else vote_matches(db), MIN_VOTES))
-        if pool is None or len(candidates) < POOL_MIN_CANDIDATES:
+        if pool is None or len(candidates) < partial_pool.POOL_MIN_CANDIDATES:
             pool = None
         return _relations(db, candidates, pool, lambda done: report(Progress("partial", done, len(candidates))))
 
@@ -237,6 +246,10 @@ def _relations(db: list[Features], candidates: list, pool, report) -> Relations:
 
     decided = 0  # candidates verified or set aside
 
+    def set_aside(index: int) -> None:
+        i, j, mirrored, ki, kj = candidates[index]
+        deferred.setdefault((i, j), []).append((index, mirrored, ki, kj))
+
     def batches(size: int):
         """``((candidate indices, span), tasks)``, a batch of ``span`` candidates at a time, less those set aside."""
         nonlocal decided
@@ -246,10 +259,10 @@ def _relations(db: list[Features], candidates: list, pool, report) -> Relations:
             for index in range(start, start + span):
                 i, j, mirrored, ki, kj = candidates[index]
                 if root(i) == root(j):
-                    deferred.setdefault((i, j), []).append((mirrored, ki, kj))
+                    set_aside(index)
                 else:
                     indices.append(index)
-                    tasks.append((i, j, mirrored, ki, kj, i, j))
+                    tasks.append(Task(i, j, mirrored, ki, kj, i, j))
             if tasks:
                 yield (indices, span), tasks
             else:
@@ -259,18 +272,21 @@ def _relations(db: list[Features], candidates: list, pool, report) -> Relations:
     if pool is not None:
         # The pool asks for the next batch as a worker frees up: each is
         # built with the joins of every result read so far.
-        for ((indices, span), _), results in pool.verify(batches(VERIFY_BATCH)):
-            for index, match in zip(indices, results):
-                if match is not None:
-                    keep(index, match)
-            decided += span
-            report(decided)
+        with closing(pool.verify(batches(partial_pool.VERIFY_BATCH))) as answers:
+            for ((indices, span), _), results in answers:
+                for k, index in enumerate(indices):
+                    if results is None:  # its worker died: verified when asked, like the others set aside
+                        set_aside(index)
+                    elif results[k] is not None:
+                        keep(index, results[k])
+                decided += span
+                report(decided)
     else:
         for ((index,), _), (task,) in batches(1):
             match = verify_task(db, task)
             if match is not None:
                 keep(index, match)
-            if index % VERIFY_BATCH == 0:
+            if index % partial_pool.VERIFY_BATCH == 0:
                 report(index + 1)
     report(len(candidates))
     return Relations(db, found, deferred)

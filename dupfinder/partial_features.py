@@ -213,7 +213,9 @@ def _spread(keypoints, n: int) -> np.ndarray:
     response = np.fromiter(map(_RESPONSE, keypoints), np.float64, count)
     octave = np.fromiter(map(_OCTAVE, keypoints), np.int64, count)
     # Every sort below is by an integer key whose low part is this rank:
-    # strongest first, ties by index (what lexsort's stability gave).
+    # strongest first, ties by index. (The lexsorts this replaced broke the
+    # last sort's ties by cell first: with FAST's integer scores, 1-2 of 500
+    # picks differ on a quarter of the images; bench figures are this code's.)
     strength = np.empty(count, np.int64)
     strength[np.argsort(-response, kind="stable")] = np.arange(count)
     # The pool ORB keeps when asked for BASE_POOL keypoints: the strongest of each level, its share by area.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,13 @@ import dupfinder  # noqa: E402
 from dupfinder.cli import ExitStatus, main  # noqa: E402
 from dupfinder.match import build_reference, match  # noqa: E402
 from dupfinder.models import UsageError  # noqa: E402
-from dupfinder.partial import PartialMatch, find_partial, image_features, partial_relations, relations  # noqa: E402
+from dupfinder.partial import (  # noqa: E402
+    PartialMatch,
+    find_partial,
+    image_features,
+    partial_relations,
+    relations,
+)
 
 from .conftest import ORIGINALS, open_rgb  # noqa: E402
 
@@ -314,15 +322,15 @@ def test_lazy_relations_answer_every_pair_as_find_partial_does(pool, monkeypatch
     # partial_relations sets aside the pairs already joined and verifies them
     # when asked: asked for every pair, it must say what find_partial says,
     # in one process and in a pool (where what is set aside depends on timing).
-    from dupfinder import partial
+    from dupfinder import partial_pool
     from dupfinder.executor import ProcessExecutor
 
     refs, targets = originals_and_copies()
     features = refs + targets
     expected = relations(find_partial(features))
-    monkeypatch.setattr(partial, "POOL_MIN_CANDIDATES", 1)
-    monkeypatch.setattr(partial, "POOL_MIN_KEYPOINTS", 1)
-    monkeypatch.setattr(partial, "VERIFY_BATCH", 1)
+    monkeypatch.setattr(partial_pool, "POOL_MIN_CANDIDATES", 1)
+    monkeypatch.setattr(partial_pool, "POOL_MIN_KEYPOINTS", 1)
+    monkeypatch.setattr(partial_pool, "VERIFY_BATCH", 1)
     executor = ProcessExecutor(2) if pool else None
     seen = []
     try:
@@ -346,11 +354,11 @@ def test_candidates_verified_in_worker_processes_give_the_same_matches(monkeypat
     # Crops, canvases and a collage of sample photos among other photos: the
     # pool (features memory-mapped from a FeatureTable) must answer exactly
     # as this process does, for a scan's pairs and for targets against references.
-    from dupfinder import partial
+    from dupfinder import partial_pool
     from dupfinder.executor import ProcessExecutor
 
-    monkeypatch.setattr(partial, "POOL_MIN_CANDIDATES", 1)
-    monkeypatch.setattr(partial, "VERIFY_BATCH", 3)  # several batches, out of order
+    monkeypatch.setattr(partial_pool, "POOL_MIN_CANDIDATES", 1)
+    monkeypatch.setattr(partial_pool, "VERIFY_BATCH", 3)  # several batches, out of order
     refs, targets = originals_and_copies()
     executor = ProcessExecutor(2)
     try:
@@ -384,3 +392,48 @@ def test_a_feature_table_round_trips_through_its_folder(tmp_path):
     empty.mkdir()
     FeatureTable.pack([None, None]).save(empty)
     assert list(FeatureTable.load(empty)) == [None, None]
+
+
+_PARENT = os.getpid()
+_REAL = {}
+
+
+def _vote_or_die(position, *, folder, keep=True):
+    # Kills its worker process on position 3 (the parent counts it again).
+    if os.getpid() != _PARENT and position == 3:
+        os._exit(1)
+    return _REAL["vote"](position, folder=folder, keep=keep)
+
+
+def _verify_or_die(batch, *, folder):
+    # Kills its worker process on the batch holding candidate 2 (keys: a start, or indices and span).
+    key = batch[0]
+    if os.getpid() != _PARENT and (key == 2 if isinstance(key, int) else 2 in key[0]):
+        os._exit(1)
+    return _REAL["verify"](batch, folder=folder)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="the patch reaches forked workers only")
+def test_a_worker_that_dies_changes_no_answer(monkeypatch):
+    # A dead worker (the OS killed it, a library crashed) loses its batches:
+    # their votes are counted again, their candidates verified when asked.
+    from dupfinder import partial_pool
+    from dupfinder.executor import ProcessExecutor
+
+    refs, targets = originals_and_copies()
+    features = refs + targets
+    expected = relations(find_partial(features))
+    for name, value in (("POOL_MIN_CANDIDATES", 1), ("POOL_MIN_KEYPOINTS", 1), ("VERIFY_BATCH", 1)):
+        monkeypatch.setattr(partial_pool, name, value)
+    _REAL.update(vote=partial_pool._vote_task, verify=partial_pool._verify_batch)
+    monkeypatch.setattr(partial_pool, "_vote_task", _vote_or_die)
+    monkeypatch.setattr(partial_pool, "_verify_batch", _verify_or_die)
+    executor = ProcessExecutor(2, start_method="fork")
+    try:
+        rel = partial_relations(features, executor=executor)
+        pooled = find_partial(features, executor=executor)
+    finally:
+        executor.close()
+    asked = {(i, j): rel[i, j] for i in range(len(features)) for j in range(len(features)) if (i, j) in rel}
+    assert asked == expected
+    assert pooled == find_partial(features)
