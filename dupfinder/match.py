@@ -13,6 +13,7 @@ reference turned by the inverse of ``t``, and the report names that.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -210,27 +211,26 @@ def _reference_features(reference: ReferenceIndex, executor, orient: bool) -> li
     return found
 
 
-def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, ref_features: list,
-                  executor, *, orient: bool, transforms: bool) -> list[Match]:
-    """Add the references each target copies in part to the chunk's matches."""
+def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, refs,
+                  *, transforms: bool) -> list[Match]:
+    """Add the references each target copies in part to the chunk's matches (``refs``: partial_refs.References)."""
     from .index import hamming_distance
-    from .partial import features_for, find_partial
 
-    eligible = [i for i, f in enumerate(files) if not is_low_information(f)]
-    features = features_for([files[i].path for i in eligible], executor=executor,
-                            workers=getattr(executor, "workers", 1), orient=orient)
+    where = {f.path: i for i, f in enumerate(files)}
+    eligible = [f.path for f in files if not is_low_information(f)]
     by_path = {m.path: m for m in found}
     extra: dict[int, list[RefHit]] = {}
-    for p in find_partial(ref_features, queries=features, executor=executor):  # a: reference, b: target
-        i = eligible[p.b]
+    for path, partial_matches in refs.match(eligible):
+        i = where[path]
         f = files[i]
         known = by_path.get(f.path)
-        if (known is not None and any(h.index == p.a for h in known.hits)) or (p.mirrored and not transforms):
-            continue
-        words = reference.hashes.shape[1]
-        mine = hashes.from_hex(f.variants or f.hash).reshape(-1, words)
-        distance = int(hamming_distance(mine, reference.hashes[p.a][None, :]).min())
-        extra.setdefault(i, []).append(RefHit(reference.labels[p.a], p.a, distance, p.transform, p.box))
+        for p in partial_matches:  # a: reference, b: target
+            if (known is not None and any(h.index == p.a for h in known.hits)) or (p.mirrored and not transforms):
+                continue
+            words = reference.hashes.shape[1]
+            mine = hashes.from_hex(f.variants or f.hash).reshape(-1, words)
+            distance = int(hamming_distance(mine, reference.hashes[p.a][None, :]).min())
+            extra.setdefault(i, []).append(RefHit(reference.labels[p.a], p.a, distance, p.transform, p.box))
     for i, hits in extra.items():
         f = files[i]
         known = by_path.get(f.path)
@@ -329,8 +329,18 @@ def match(
     first = next(chunks, [])
     if executor is None:
         executor = make_executor(workers, jobs=len(first) + (len(reference) if partial else 0))
+    stack = contextlib.ExitStack()
     try:
-        ref_features = _reference_features(reference, executor, orient) if partial else None
+        refs = None
+        if partial:
+            from .hashing import batch_size
+            from .partial_refs import references
+
+            # The references' features go to a memory-mapped folder once; the
+            # list is not kept (10^4 references hold 0.5 GB of them).
+            refs = stack.enter_context(references(
+                _reference_features(reference, executor, orient), executor=executor, orient=orient,
+                batch=batch_size(chunk, getattr(executor, "workers", 1))))
         for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))
@@ -346,12 +356,12 @@ def match(
             counts["cached"] += hasher.cached
             counts["low_information"] += sum(1 for f in files if is_low_information(f))
             found = _hits_for_chunk(files, reference, threshold, transforms, by_digest)
-            if partial:
-                found = _with_partial(found, files, reference, ref_features, executor,
-                                      orient=orient, transforms=transforms)
+            if refs is not None:
+                found = _with_partial(found, files, reference, refs, transforms=transforms)
             matches.extend(found)
             base += len(batch)
     finally:
+        stack.close()  # the references' folder first: the workers may still map it
         if own:
             executor.close()
     matches.sort(key=lambda m: m.path)

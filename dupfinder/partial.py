@@ -35,8 +35,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import closing, nullcontext
 
-import numpy as np
-
 from . import partial_pool
 from .models import Progress
 from .partial_features import (
@@ -48,6 +46,7 @@ from .partial_features import (
     features_for,
     file_features,
     image_features,
+    or_empty,
     require_opencv,
 )
 from .partial_pool import Task, shared, verify_task, workers
@@ -93,8 +92,8 @@ def find_partial(
     ...  for m in find_partial([image_features(art), image_features(sheet)])]
     [(0, 1, 'contained', [300, 200, 620, 440])]
     """
-    db = _or_empty(features)
-    qs = None if queries is None else _or_empty(queries)
+    db = or_empty(features)
+    qs = None if queries is None else or_empty(queries)
     candidates = list(grouped(vote_matches(db, queries=qs), MIN_VOTES))
     if qs is None:
         everything, tasks = db, [Task(i, j, m, ki, kj, i, j) for i, j, m, ki, kj in candidates]
@@ -102,16 +101,27 @@ def find_partial(
         # i is a query (target), j a reference: how the target relates to the reference.
         everything = db + qs
         tasks = [Task(j, len(db) + i, m, kj, ki, j, i) for i, j, m, ki, kj in candidates]
-    best: dict[tuple[int, int], tuple[int, PartialMatch]] = {}
-    for (_, _, _, ki, _), found in zip(candidates, verify_all(everything, tasks, executor=executor)):
-        # A symmetric picture can verify both as is and mirrored: the way with
-        # more votes (descriptors that agree) is the way it was copied. Not the
-        # one with more inliers: the search around a fitted model finds more
-        # points on the wrong side of a symmetric picture too (bench seed 1: a
-        # frame with 55 votes as is and 4 mirrored had 55 and 68 inliers).
-        # (partial_relations keeps the first verified, most votes first: the same.)
-        if found is not None and ((found.a, found.b) not in best or len(ki) > best[found.a, found.b][0]):
-            best[found.a, found.b] = (len(ki), found)
+    return best_matches(candidates, verify_all(everything, tasks, executor=executor))
+
+
+def best_matches(candidates: Sequence[tuple], found: Sequence[PartialMatch | None]) -> list[PartialMatch]:
+    """Of the verified candidates (most votes first), each pair of files' first match, sorted by (a, b).
+
+    A symmetric picture can verify both as is and mirrored: the way with
+    more votes (descriptors that agree) is the way it was copied. Not the
+    one with more inliers: the search around a fitted model finds more
+    points on the wrong side of a symmetric picture too (bench seed 1: a
+    frame with 55 votes as is and 4 mirrored had 55 and 68 inliers).
+    (partial_relations keeps the first verified, most votes first: the same.)
+
+    >>> m = PartialMatch(0, 1, "crop", (0, 0, 9, 9), 30, False)
+    >>> best_matches([(0, 1, True, [1] * 9, []), (0, 1, False, [1] * 5, [])], [m, None]) == [m]
+    True
+    """
+    best: dict = {}
+    for (_, _, _, ki, _), match in zip(candidates, found):
+        if match is not None and ((match.a, match.b) not in best or len(ki) > best[match.a, match.b][0]):
+            best[match.a, match.b] = (len(ki), match)
     return [best[k][1] for k in sorted(best)]
 
 
@@ -142,12 +152,6 @@ def verify_all(features: Sequence[Features], tasks: Sequence[Task], *, executor=
                 result = [verify_task(features, t) for t in batch]
             out[start : start + len(result)] = result
     return out
-
-
-def _or_empty(features: Sequence[Features | None]) -> list[Features]:
-    empty = Features("", 1, 1, 1.0, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
-                     np.zeros((0, 32), np.uint8), np.zeros((1, 1), np.uint8))
-    return [f if f is not None else empty for f in features]
 
 
 class Relations(Mapping):
@@ -212,7 +216,7 @@ def partial_relations(features: Sequence[Features | None], *, executor=None, pro
     ([(0, 2), (2, 0)], 'crop')
     """
     report = progress or (lambda _: None)
-    db = _or_empty(features)
+    db = or_empty(features)
     pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= partial_pool.POOL_MIN_KEYPOINTS
     report(Progress("partial", 0, None))
     with shared(db, executor) if pooled else nullcontext() as pool:

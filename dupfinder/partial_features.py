@@ -29,6 +29,7 @@ __all__ = [
     "file_features",
     "features_batch",
     "features_for",
+    "or_empty",
 ]
 
 INSTALL_HINT = "partial matching needs OpenCV: pip install 'dupfinder[partial]'"
@@ -118,6 +119,17 @@ class Features:
     def size(self) -> tuple[float, float]:
         """The feature image's width and height."""
         return self.width * self.scale, self.height * self.scale
+
+
+def or_empty(features: Sequence[Features | None]) -> list[Features]:
+    """The features, with a keypoint-less stand-in for each file that has none (None).
+
+    >>> [len(f) for f in or_empty([None])]
+    [0]
+    """
+    empty = Features("", 1, 1, 1.0, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
+                     np.zeros((0, 32), np.uint8), np.zeros((1, 1), np.uint8))
+    return [f if f is not None else empty for f in features]
 
 
 @dataclass(frozen=True, slots=True)

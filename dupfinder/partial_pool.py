@@ -153,8 +153,7 @@ def _table(folder: str, *, keep: bool = True) -> FeatureTable:
 def _vote_task(position: int, *, folder: str, keep: bool = True) -> tuple[np.ndarray, ...]:
     """The work of one worker: the votes through one word position, the files against their mirrors."""
     table = _table(folder, keep=keep)
-    owner = np.repeat(np.arange(len(table)), np.diff(table.offsets))
-    point = np.arange(len(owner)) - table.offsets[owner]
+    owner, point = table.owners()
     return votes_at((table.descriptors, owner, point), [(table.mirrored, owner, point, True)], position, within=True)
 
 

@@ -63,6 +63,11 @@ class FeatureTable:
                         self.points[lo:hi], self.descriptors[lo:hi], self.mirrored[lo:hi],
                         self.thumbs[t0:t1].reshape(self.thumb_shapes[i]))
 
+    def owners(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each keypoint row, its file and its index among that file's keypoints."""
+        owner = np.repeat(np.arange(len(self)), np.diff(self.offsets))
+        return owner, np.arange(len(owner)) - self.offsets[owner]
+
     @classmethod
     def pack(cls, features: Sequence[Features | None]) -> FeatureTable:
         """The features of a list of files (None where a file has none) in flat arrays."""

@@ -16,7 +16,7 @@ import numpy as np
 from .partial_features import Features
 
 __all__ = ["MATCH_BITS", "BUCKET_CAP", "MIN_VOTES", "WORD_BITS", "N_POSITIONS", "vote_matches", "votes_at",
-           "merge_votes", "candidate_pairs", "grouped", "popcount_rows"]
+           "sorted_words_at", "merge_votes", "candidate_pairs", "grouped", "popcount_rows"]
 
 # Two descriptors closer than this (of 256 bits) vote for their files; ORB's
 # true correspondences under resizing and JPEG sit mostly below 40 bits.
@@ -76,18 +76,18 @@ def vote_matches(
     return merge_votes([votes_at(db, probes, p, within=queries is None) for p in range(N_POSITIONS)])
 
 
-def votes_at(db: tuple, probes: list, position: int, *, within: bool) -> tuple[np.ndarray, ...]:
+def votes_at(db: tuple, probes: list, position: int, *, within: bool, index: tuple | None = None
+             ) -> tuple[np.ndarray, ...]:
     """The matches of :func:`vote_matches` through the word at one ``position`` (0 to N_POSITIONS - 1).
 
     ``db`` is ``(descriptors, owner, point)`` of the files looked up,
     ``probes`` a list of ``(descriptors, owner, point, mirrored)`` that look
     them up; ``within`` says the probes are the mirror images of ``db``
-    itself (a scan), not other files (a match).
+    itself (a scan), not other files (a match). ``index`` is
+    :func:`sorted_words_at` of ``db`` at this position, if kept from before.
     """
     desc_db, db_owner, db_point = db
-    word = _word(desc_db, position)
-    order = np.argsort(word)
-    sorted_words = word[order]
+    order, sorted_words = index if index is not None else sorted_words_at(desc_db, position)
     out = []
     if within:
         a, b = _same_word_pairs(sorted_words, order)
@@ -104,6 +104,18 @@ def votes_at(db: tuple, probes: list, position: int, *, within: bool) -> tuple[n
         else:
             out.append((owner[q], db_owner[d], np.full(len(q), mirrored), point[q], db_point[d]))
     return tuple(np.concatenate(parts) for parts in zip(*out))
+
+
+def sorted_words_at(desc: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, words[order])``: the descriptors' words at ``position``, sorted, for looking words up.
+
+    >>> desc = np.zeros((3, 32), np.uint8); desc[:, 0] = [7, 3, 5]
+    >>> [a.tolist() for a in sorted_words_at(desc, 0)]
+    [[1, 2, 0], [3, 5, 7]]
+    """
+    word = _word(desc, position)
+    order = np.argsort(word)
+    return order, word[order]
 
 
 def merge_votes(parts: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:

@@ -211,6 +211,7 @@ def test_match_partial_finds_targets_that_copy_part_of_a_reference(partial_tree,
     index, _ = build_reference([refs], workers=0)
     assert match([targets], index, workers=0).matches == ()
     result = match([targets], index, workers=0, partial=True)
+    assert match([targets], index, workers=2, partial=True).matches == result.matches  # the same in a pool
     got = {Path(m.path).name: (Path(m.best.reference).name, m.best.transform) for m in result.matches}
     assert got == {"cropped.jpg": ("p0005.jpg", "crop"), "screenshot.jpg": ("p0020.jpg", "contained+mirror")}
     shot = next(m for m in result.matches if m.path.endswith("screenshot.jpg"))
@@ -437,3 +438,38 @@ def test_a_worker_that_dies_changes_no_answer(monkeypatch):
     asked = {(i, j): rel[i, j] for i in range(len(features)) for j in range(len(features)) if (i, j) in rel}
     assert asked == expected
     assert pooled == find_partial(features)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_targets_matched_in_the_workers_against_written_references_as_find_partial_does(pool, tmp_path):
+    # match --partial: each worker computes a batch of targets' features and
+    # looks them up in the references' presorted words; the answers must be
+    # find_partial's, the references' words sorted once, not per batch.
+    from dupfinder.executor import InlineExecutor, ProcessExecutor
+    from dupfinder.partial import file_features
+    from dupfinder.partial_refs import references
+
+    refs, _ = originals_and_copies()
+    originals = [photo(s) for s in ("p0005", "p0020", "p0028", "p0035")]
+    images = [crop(originals[0], (70, 10, 320, 215)), on_canvas(originals[1], (700, 520), (330, 40)),
+              crop(originals[2], (0, 40, 270, 240), 0.8).transpose(MIRROR), photo("p0031"),
+              on_canvas(originals[0], (560, 420), (150, 120), textured=True)]
+    paths = []
+    for k, im in enumerate(images):
+        paths.append(str(tmp_path / f"target{k}.png"))
+        im.save(paths[-1])
+    paths.append(str(tmp_path / "missing.png"))
+    targets = [file_features(p) for p in paths]
+    targets = [t if not isinstance(t, dupfinder.ScanError) else None for t in targets]
+    expected = {(m.a, paths[m.b], m.kind, m.box, m.mirrored) for m in find_partial(refs, queries=targets)}
+    executor = ProcessExecutor(2) if pool else InlineExecutor()
+    try:
+        with references(refs, executor=executor, batch=2) as written:
+            got = {(m.a, path, m.kind, m.box, m.mirrored) for path, found in written.match(paths)
+                   for m in found if m.b == path}
+    finally:
+        executor.close()
+    assert got == expected
+    assert {(a, p.rsplit("/", 1)[1], kind) for a, p, kind, _, _ in got} == {
+        (0, "target0.png", "crop"), (1, "target1.png", "contained"), (2, "target2.png", "crop"),
+        (0, "target4.png", "contained")}

@@ -1,0 +1,120 @@
+"""Targets against references in the worker processes: what ``match --partial`` does per target.
+
+The references' features are written once per run to a temporary folder,
+with their words at each position already sorted
+(:func:`~dupfinder.partial_votes.sorted_words_at`), and the workers
+memory-map them. A task is a batch of target paths: the worker computes
+their features, looks their words up in the references', verifies the
+candidates and sends back only the matches. No target's features cross
+between processes or outlive its batch, and the references' words are
+sorted once, not once per chunk of targets.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial as bind
+
+import numpy as np
+
+from .partial_features import Features, PartialMatch, file_features, or_empty
+from .partial_table import FeatureTable
+from .partial_verify import verify
+from .partial_votes import (
+    MIN_VOTES,
+    N_POSITIONS,
+    grouped,
+    merge_votes,
+    sorted_words_at,
+    votes_at,
+)
+
+__all__ = ["References", "references"]
+
+
+class References:
+    """References written for a pool's workers: :meth:`match` finds which of them targets copy in part."""
+
+    def __init__(self, executor, folder: str, *, orient: bool, batch: int):
+        self._executor = executor
+        self._folder = folder
+        self._orient = orient
+        self._batch = batch
+
+    def match(self, paths: Sequence[str]) -> Iterator[tuple[str, list[PartialMatch]]]:
+        """``(path, matches)`` for each target with a partial match: ``a`` a reference's index, ``b`` the path.
+
+        A target that cannot be decoded, or whose worker died, is simply
+        not partially matched: its errors are the hash stage's to report.
+        """
+        work = bind(_match_batch, folder=self._folder, orient=self._orient)
+        batches = [list(paths[s : s + self._batch]) for s in range(0, len(paths), self._batch)]
+        for _, result in self._executor.map_unordered(work, batches):
+            if isinstance(result, list):  # else WorkerCrashed
+                yield from result
+
+
+@contextmanager
+def references(features: Sequence[Features | None], *, executor, orient: bool = True, batch: int = 16):
+    """:class:`References` of ``features`` (None for a reference without), the folder removed on exit.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from dupfinder.executor import InlineExecutor
+    >>> from dupfinder.partial_features import image_features
+    >>> art = Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100)
+    >>> target = tempfile.mktemp(suffix=".png")
+    >>> art.crop((40, 30, 300, 230)).save(target)
+    >>> with references([None, image_features(art)], executor=InlineExecutor()) as refs:
+    ...     [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
+    [(1, True, 'crop')]
+    """
+    table = FeatureTable.pack(or_empty(features))
+    with tempfile.TemporaryDirectory(prefix="dupfinder-references-", ignore_cleanup_errors=True) as folder:
+        table.save(folder)
+        for position in range(N_POSITIONS):
+            order, words = sorted_words_at(table.descriptors, position)
+            np.save(os.path.join(folder, f"order{position}.npy"), order)
+            np.save(os.path.join(folder, f"words{position}.npy"), words)
+        del table
+        yield References(executor, folder, orient=orient, batch=batch)
+
+
+_OPEN: dict[str, tuple] = {}
+
+
+def _open(folder: str) -> tuple:
+    """The references in ``folder``: table, (descriptors, owner, point), and each position's sorted words."""
+    if folder not in _OPEN:
+        _OPEN.clear()  # one run's references at a time
+        table = FeatureTable.load(folder)
+        index = [tuple(np.load(os.path.join(folder, f"{name}{p}.npy"), mmap_mode="r").view(np.ndarray)
+                       for name in ("order", "words")) for p in range(N_POSITIONS)]
+        _OPEN[folder] = (table, (table.descriptors, *table.owners()), index)
+    return _OPEN[folder]
+
+
+def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tuple[str, list[PartialMatch]]]:
+    """The work of one worker: features of a batch of targets, their candidates and verified matches."""
+    from .partial import best_matches
+
+    table, db, index = _open(folder)
+    targets = [(p, f) for p in paths if isinstance(f := file_features(p, orient=orient), Features) and len(f)]
+    if not targets:
+        return []
+    owner = np.concatenate([np.full(len(f), i, np.int64) for i, (_, f) in enumerate(targets)])
+    point = np.concatenate([np.arange(len(f), dtype=np.int64) for _, f in targets])
+    probes = [(np.concatenate([f.descriptors for _, f in targets]), owner, point, False),
+              (np.concatenate([f.mirrored for _, f in targets]), owner, point, True)]
+    votes = merge_votes([votes_at(db, probes, p, within=False, index=index[p]) for p in range(N_POSITIONS)])
+    # i is a target, j a reference: how the target relates to the reference.
+    candidates = list(grouped(votes, MIN_VOTES))
+    found = [verify(table[j], targets[i][1], mirrored=m, a=j, b=targets[i][0], hint=(kj, ki))
+             if table[j] is not None else None for i, j, m, ki, kj in candidates]
+    by_target: dict[str, list[PartialMatch]] = {}
+    for match in best_matches(candidates, found):
+        by_target.setdefault(match.b, []).append(match)
+    return list(by_target.items())
