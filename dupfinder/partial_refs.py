@@ -73,6 +73,7 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
     [(1, True, 'crop')]
     """
     table = FeatureTable.pack(or_empty(features))
+    del features  # the caller's list can go: the folder has it
     with tempfile.TemporaryDirectory(prefix="dupfinder-references-", ignore_cleanup_errors=True) as folder:
         table.save(folder)
         for position in range(N_POSITIONS):
