@@ -78,6 +78,8 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
         table.save(folder)
         for position in range(N_POSITIONS):
             order, words = sorted_words_at(table.descriptors, position)
+            if len(order) < 2**31:  # half the bytes: 8 positions of it outweigh the descriptors
+                order = order.astype(np.int32)
             np.save(os.path.join(folder, f"order{position}.npy"), order)
             np.save(os.path.join(folder, f"words{position}.npy"), words)
         del table
