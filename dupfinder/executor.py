@@ -15,7 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol, TypeVar
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor"]
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor",
+           "map_retrying"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -195,6 +196,29 @@ class LazyExecutor:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+def map_retrying(executor: Executor, fn: Callable[[list], R], batches: Iterable[list]) -> Iterator[tuple[list, R | WorkerCrashed]]:
+    """``executor.map_unordered`` over batches (lists), a batch whose worker died retried an item at a time.
+
+    When a worker dies, the pool fails every batch in flight with it: each
+    of their items is run again alone, so that a crash is one item's and
+    no other's. Yields ``(batch, result)`` as they finish, and
+    ``([item], WorkerCrashed)`` for an item whose worker died even alone.
+
+    >>> list(map_retrying(InlineExecutor(), sum, [[1, 2], [3]]))
+    [([1, 2], 3), ([3], 3)]
+    """
+    crashed = []
+    for batch, result in executor.map_unordered(fn, batches):
+        if isinstance(result, WorkerCrashed):
+            crashed.extend(batch)
+        else:
+            yield batch, result
+    # One at a time: with several in flight, the death of the pool would fail
+    # its innocent neighbours too.
+    for item in crashed:
+        yield from executor.map_unordered(fn, [[item]])
 
 
 def _chain_first(first, rest):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 from .cache import Cache, CachedResult, spec_key
-from .executor import Executor, WorkerCrashed
+from .executor import Executor, WorkerCrashed, map_retrying
 from .fingerprint import Fingerprint, HashSpec, file_digest, fingerprint_and_digest
 from .models import FileEntry, HashedFile, Progress, ScanError
 
@@ -86,23 +86,13 @@ def fingerprint_entries(
     work = partial(_hash_batch, spec=spec)
     total = len(paths) + done if total is None else total
     progress(Progress("hash", done, total))
-    crashed: list[str] = []
-    for batch, result in executor.map_unordered(work, _batches(paths, batch_size(len(paths), workers))):
+    batches = (list(b) for b in _batches(paths, batch_size(len(paths), workers)))
+    for batch, result in map_retrying(executor, work, batches):
         if isinstance(result, WorkerCrashed):
-            crashed.extend(batch)
-            continue
-        yield from result
-        done += len(result)
-        progress(Progress("hash", done, total))
-    # One file at a time, so that a crash is that file's alone: with several
-    # in flight, the death of the pool would fail its innocent neighbours too.
-    for path in crashed:
-        for batch, result in executor.map_unordered(work, [[path]]):
-            if isinstance(result, WorkerCrashed):
-                yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
-            else:
-                yield from result
-        done += 1
+            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
+        else:
+            yield from result
+        done += len(batch)
         progress(Progress("hash", done, total))
 
 

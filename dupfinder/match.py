@@ -200,10 +200,12 @@ def _hits_for_chunk(
 
 def _reference_features(reference: ReferenceIndex, executor, orient: bool) -> list:
     """Local features of the references whose labels are image files; UsageError if none is."""
-    from .partial import features_for
+    from .partial import Features, features_for
 
-    found = features_for(list(reference.labels), executor=executor,
-                         workers=getattr(executor, "workers", 1), orient=orient)
+    # A reference whose worker died on it (a ScanError) is not partially matched, like one that is gone.
+    found = [f if isinstance(f, Features) else None
+             for f in features_for(list(reference.labels), executor=executor,
+                                   workers=getattr(executor, "workers", 1), orient=orient)]
     if not any(f is not None for f in found):
         msg = ("partial matching needs the reference images: give --reference a folder of images "
                "(or an index built from one whose files are still there)")
@@ -212,23 +214,29 @@ def _reference_features(reference: ReferenceIndex, executor, orient: bool) -> li
 
 
 def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, refs,
-                  *, transforms: bool) -> list[Match]:
-    """Add the references each target copies in part to the chunk's matches (``refs``: partial_refs.References)."""
+                  *, transforms: bool, errors: list) -> list[Match]:
+    """Add the references each target copies in part to the chunk's matches (``refs``: partial_refs.References).
+
+    A target whose worker died on its local features goes to ``errors``.
+    """
     from .index import hamming_distance
 
     where = {f.path: i for i, f in enumerate(files)}
     eligible = [f.path for f in files if not is_low_information(f)]
     by_path = {m.path: m for m in found}
+    words = reference.hashes.shape[1]
     extra: dict[int, list[RefHit]] = {}
     for path, partial_matches in refs.match(eligible):
+        if isinstance(partial_matches, ScanError):
+            errors.append(partial_matches)
+            continue
         i = where[path]
         f = files[i]
         known = by_path.get(f.path)
+        mine = hashes.from_hex(f.variants or f.hash).reshape(-1, words)
         for p in partial_matches:  # a: reference, b: target
             if (known is not None and any(h.index == p.a for h in known.hits)) or (p.mirrored and not transforms):
                 continue
-            words = reference.hashes.shape[1]
-            mine = hashes.from_hex(f.variants or f.hash).reshape(-1, words)
             distance = int(hamming_distance(mine, reference.hashes[p.a][None, :]).min())
             extra.setdefault(i, []).append(RefHit(reference.labels[p.a], p.a, distance, p.transform, p.box))
     for i, hits in extra.items():
@@ -333,14 +341,12 @@ def match(
     try:
         refs = None
         if partial:
-            from .hashing import batch_size
             from .partial_refs import references
 
             # The references' features go to a memory-mapped folder once; the
             # list is not kept (10^4 references hold 0.5 GB of them).
             refs = stack.enter_context(references(
-                _reference_features(reference, executor, orient), executor=executor, orient=orient,
-                batch=batch_size(chunk, getattr(executor, "workers", 1))))
+                _reference_features(reference, executor, orient), executor=executor, orient=orient))
         for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))
@@ -357,7 +363,7 @@ def match(
             counts["low_information"] += sum(1 for f in files if is_low_information(f))
             found = _hits_for_chunk(files, reference, threshold, transforms, by_digest)
             if refs is not None:
-                found = _with_partial(found, files, reference, refs, transforms=transforms)
+                found = _with_partial(found, files, reference, refs, transforms=transforms, errors=errors)
             matches.extend(found)
             base += len(batch)
     finally:

@@ -56,8 +56,9 @@ class ScanError:
     """A file or folder that could not be used, and why: data, never a crash.
 
     ``stage`` says where it failed: ``walk`` (listing or stat), ``open``
-    (reading the file or recognising the format), ``decode`` (pixels) or
-    ``hash``.
+    (reading the file or recognising the format), ``decode`` (pixels),
+    ``hash``, or ``partial`` (the local features of ``--partial``; the file
+    is still hashed and grouped).
 
     >>> ScanError("b.png", "open", "cannot identify image file").stage
     'open'

@@ -50,7 +50,7 @@ from .partial_features import (
     require_opencv,
 )
 from .partial_pool import Task, shared, verify_task, workers
-from .partial_verify import verify
+from .partial_verify import best_matches, verify
 from .partial_votes import MIN_VOTES, candidate_pairs, grouped, vote_matches
 
 __all__ = [
@@ -102,27 +102,6 @@ def find_partial(
         everything = db + qs
         tasks = [Task(j, len(db) + i, m, kj, ki, j, i) for i, j, m, ki, kj in candidates]
     return best_matches(candidates, verify_all(everything, tasks, executor=executor))
-
-
-def best_matches(candidates: Sequence[tuple], found: Sequence[PartialMatch | None]) -> list[PartialMatch]:
-    """Of the verified candidates (most votes first), each pair of files' first match, sorted by (a, b).
-
-    A symmetric picture can verify both as is and mirrored: the way with
-    more votes (descriptors that agree) is the way it was copied. Not the
-    one with more inliers: the search around a fitted model finds more
-    points on the wrong side of a symmetric picture too (bench seed 1: a
-    frame with 55 votes as is and 4 mirrored had 55 and 68 inliers).
-    (partial_relations keeps the first verified, most votes first: the same.)
-
-    >>> m = PartialMatch(0, 1, "crop", (0, 0, 9, 9), 30, False)
-    >>> best_matches([(0, 1, True, [1] * 9, []), (0, 1, False, [1] * 5, [])], [m, None]) == [m]
-    True
-    """
-    best: dict = {}
-    for (_, _, _, ki, _), match in zip(candidates, found):
-        if match is not None and ((match.a, match.b) not in best or len(ki) > best[match.a, match.b][0]):
-            best[match.a, match.b] = (len(ki), match)
-    return [best[k][1] for k in sorted(best)]
 
 
 def verify_all(features: Sequence[Features], tasks: Sequence[Task], *, executor=None) -> list[PartialMatch | None]:

@@ -296,11 +296,13 @@ def features_batch(paths: Sequence[str], orient: bool = True) -> list:
 
 
 def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bool = True,
-                 progress=None) -> list[Features | None]:
+                 progress=None) -> list[Features | ScanError | None]:
     """Features of each path, computed through an executor; None where they cannot be.
 
-    A file that fails to decode, or whose worker died, is simply not
-    partially matched: its errors are the hash stage's to report.
+    A file that fails to decode is simply not partially matched: its errors
+    are the hash stage's to report. A file whose worker process died (with
+    others in flight, each is tried again alone) gets a ScanError at stage
+    ``partial``: that one is news.
 
     >>> from dupfinder.executor import InlineExecutor
     >>> features_for(["/no/such.jpg"], executor=InlineExecutor())
@@ -308,17 +310,20 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
     """
     from functools import partial as bind
 
+    from .executor import WorkerCrashed, map_retrying
     from .hashing import batch_size
     from .models import Progress
 
     require_opencv()
     where = {p: i for i, p in enumerate(paths)}
-    out: list[Features | None] = [None] * len(paths)
+    out: list[Features | ScanError | None] = [None] * len(paths)
     size = batch_size(len(paths), workers)
     batches = [list(paths[s : s + size]) for s in range(0, len(paths), size)]
     done = 0
-    for batch, result in executor.map_unordered(bind(features_batch, orient=orient), batches):
-        if isinstance(result, list):  # else WorkerCrashed: no features for this batch
+    for batch, result in map_retrying(executor, bind(features_batch, orient=orient), batches):
+        if isinstance(result, WorkerCrashed):
+            out[where[batch[0]]] = ScanError(batch[0], "partial", CRASHED)
+        else:
             for path, f in zip(batch, result):
                 if isinstance(f, Features):
                     out[where[path]] = f
@@ -326,3 +331,6 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
         if progress is not None:
             progress(Progress("features", done, len(paths)))
     return out
+
+
+CRASHED = "the worker process died on this file's local features (--partial): it is not partially matched"

@@ -20,9 +20,10 @@ from functools import partial as bind
 
 import numpy as np
 
+from .models import ScanError
 from .partial_features import Features, PartialMatch, file_features, or_empty
 from .partial_table import FeatureTable
-from .partial_verify import verify
+from .partial_verify import best_matches, verify
 from .partial_votes import (
     MIN_VOTES,
     N_POSITIONS,
@@ -36,40 +37,57 @@ __all__ = ["References", "references"]
 
 
 class References:
-    """References written for a pool's workers: :meth:`match` finds which of them targets copy in part."""
+    """References written for an executor's workers: :meth:`match` finds which of them targets copy in part.
 
-    def __init__(self, executor, folder: str, *, orient: bool, batch: int):
+    Made by :func:`references`, whose example shows it at work.
+    """
+
+    def __init__(self, executor, folder: str, *, orient: bool):
         self._executor = executor
         self._folder = folder
         self._orient = orient
-        self._batch = batch
 
-    def match(self, paths: Sequence[str]) -> Iterator[tuple[str, list[PartialMatch]]]:
+    def match(self, paths: Sequence[str]) -> Iterator[tuple[str, list[PartialMatch] | ScanError]]:
         """``(path, matches)`` for each target with a partial match: ``a`` a reference's index, ``b`` the path.
 
-        A target that cannot be decoded, or whose worker died, is simply
-        not partially matched: its errors are the hash stage's to report.
+        ``paths`` should be distinct. A target that cannot be decoded is
+        simply not partially matched (its errors are the hash stage's to
+        report); one whose worker process died, tried again alone, comes
+        with a ScanError (stage ``partial``) instead of matches.
         """
+        from .executor import WorkerCrashed, map_retrying
+        from .hashing import batch_size
+
         work = bind(_match_batch, folder=self._folder, orient=self._orient)
-        batches = [list(paths[s : s + self._batch]) for s in range(0, len(paths), self._batch)]
-        for _, result in self._executor.map_unordered(work, batches):
-            if isinstance(result, list):  # else WorkerCrashed
+        size = batch_size(len(paths), getattr(self._executor, "workers", 1))
+        batches = [list(paths[s : s + size]) for s in range(0, len(paths), size)]
+        for batch, result in map_retrying(self._executor, work, batches):
+            if isinstance(result, WorkerCrashed):
+                yield batch[0], ScanError(batch[0], "partial", CRASHED)
+            else:
                 yield from result
 
 
+CRASHED = "the worker process died matching this file's local features against the references (--partial)"
+
+
 @contextmanager
-def references(features: Sequence[Features | None], *, executor, orient: bool = True, batch: int = 16):
+def references(features: Sequence[Features | None], *, executor, orient: bool = True):
     """:class:`References` of ``features`` (None for a reference without), the folder removed on exit.
 
-    >>> import tempfile
+    The list of features can go once this has written it (if the caller
+    keeps no name for it): the folder has them.
+
+    >>> import os, tempfile
     >>> from PIL import Image
     >>> from dupfinder.executor import InlineExecutor
     >>> from dupfinder.partial_features import image_features
     >>> art = Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100)
-    >>> target = tempfile.mktemp(suffix=".png")
-    >>> art.crop((40, 30, 300, 230)).save(target)
-    >>> with references([None, image_features(art)], executor=InlineExecutor()) as refs:
-    ...     [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     target = os.path.join(tmp, "part.png")
+    ...     art.crop((40, 30, 300, 230)).save(target)
+    ...     with references([None, image_features(art)], executor=InlineExecutor()) as refs:
+    ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
     [(1, True, 'crop')]
     """
     table = FeatureTable.pack(or_empty(features))
@@ -83,7 +101,10 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
             np.save(os.path.join(folder, f"order{position}.npy"), order)
             np.save(os.path.join(folder, f"words{position}.npy"), words)
         del table
-        yield References(executor, folder, orient=orient, batch=batch)
+        try:
+            yield References(executor, folder, orient=orient)
+        finally:
+            _OPEN.pop(folder, None)  # this process's maps of it (an in-process executor's)
 
 
 _OPEN: dict[str, tuple] = {}
@@ -92,7 +113,9 @@ _OPEN: dict[str, tuple] = {}
 def _open(folder: str) -> tuple:
     """The references in ``folder``: table, (descriptors, owner, point), and each position's sorted words."""
     if folder not in _OPEN:
-        _OPEN.clear()  # one run's references at a time
+        # One run's references at a time: a worker lets the last run's go
+        # (and its deleted files' space) when the next run's first batch comes.
+        _OPEN.clear()
         table = FeatureTable.load(folder)
         index = [tuple(np.load(os.path.join(folder, f"{name}{p}.npy"), mmap_mode="r").view(np.ndarray)
                        for name in ("order", "words")) for p in range(N_POSITIONS)]
@@ -102,8 +125,6 @@ def _open(folder: str) -> tuple:
 
 def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tuple[str, list[PartialMatch]]]:
     """The work of one worker: features of a batch of targets, their candidates and verified matches."""
-    from .partial import best_matches
-
     table, db, index = _open(folder)
     targets = [(p, f) for p in paths if isinstance(f := file_features(p, orient=orient), Features) and len(f)]
     if not targets:
@@ -116,7 +137,7 @@ def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tup
     # i is a target, j a reference: how the target relates to the reference.
     candidates = list(grouped(votes, MIN_VOTES))
     found = [verify(table[j], targets[i][1], mirrored=m, a=j, b=targets[i][0], hint=(kj, ki))
-             if table[j] is not None else None for i, j, m, ki, kj in candidates]
+             for i, j, m, ki, kj in candidates]
     by_target: dict[str, list[PartialMatch]] = {}
     for match in best_matches(candidates, found):
         by_target.setdefault(match.b, []).append(match)

@@ -64,7 +64,12 @@ class FeatureTable:
                         self.thumbs[t0:t1].reshape(self.thumb_shapes[i]))
 
     def owners(self) -> tuple[np.ndarray, np.ndarray]:
-        """For each keypoint row, its file and its index among that file's keypoints."""
+        """For each keypoint row, its file and its index among that file's keypoints.
+
+        >>> t = FeatureTable(np.array([0, 2, 2, 3]), *([None] * 8), np.ones(3, bool))  # 3 files: 2, 0, 1 keypoints
+        >>> [a.tolist() for a in t.owners()]
+        [[0, 0, 2], [0, 1, 0]]
+        """
         owner = np.repeat(np.arange(len(self)), np.diff(self.offsets))
         return owner, np.arange(len(owner)) - self.offsets[owner]
 

@@ -197,7 +197,7 @@ def scan(
     try:
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
-        features = _partial_features(files, executor, orient, progress) if partial else None
+        features = _partial_features(files, executor, orient, progress, errors) if partial else None
         links = _partial_links(features, executor, progress) if partial else None
     finally:
         if own_executor:
@@ -250,16 +250,22 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _partial_features(files: FileTable, executor, orient: bool, progress) -> list:
-    """Local features of each file (None for blank, flat or tiny ones: they match only identical files)."""
-    from .partial import features_for
+def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list) -> list:
+    """Local features of each file (None for blank, flat or tiny ones: they match only identical files).
+
+    A file whose worker died on its features goes to ``errors`` (stage ``partial``).
+    """
+    from .partial import Features, features_for
 
     eligible = np.flatnonzero(~low_information_mask(files)).tolist()
     found = features_for([files.paths[i] for i in eligible], executor=executor,
                          workers=getattr(executor, "workers", 1), orient=orient, progress=progress)
     features = [None] * len(files)
     for i, f in zip(eligible, found):
-        features[i] = f
+        if isinstance(f, Features):
+            features[i] = f
+        elif f is not None:
+            errors.append(f)
     return features
 
 

@@ -441,7 +441,8 @@ def test_a_worker_that_dies_changes_no_answer(monkeypatch):
 
 
 @pytest.mark.parametrize("pool", [False, True])
-def test_targets_matched_in_the_workers_against_written_references_as_find_partial_does(pool, tmp_path):
+def test_targets_matched_in_the_workers_against_written_references_as_find_partial_does(pool, tmp_path,
+                                                                                       monkeypatch):
     # match --partial: each worker computes a batch of targets' features and
     # looks them up in the references' presorted words; the answers must be
     # find_partial's, the references' words sorted once, not per batch.
@@ -461,15 +462,63 @@ def test_targets_matched_in_the_workers_against_written_references_as_find_parti
     paths.append(str(tmp_path / "missing.png"))
     targets = [file_features(p) for p in paths]
     targets = [t if not isinstance(t, dupfinder.ScanError) else None for t in targets]
-    expected = {(m.a, paths[m.b], m.kind, m.box, m.mirrored) for m in find_partial(refs, queries=targets)}
+    expected = sorted((m.a, paths[m.b], m.kind, m.box, m.mirrored) for m in find_partial(refs, queries=targets))
+    monkeypatch.setattr(dupfinder.hashing, "batch_size", lambda jobs, workers: 2)  # several batches
     executor = ProcessExecutor(2) if pool else InlineExecutor()
     try:
-        with references(refs, executor=executor, batch=2) as written:
-            got = {(m.a, path, m.kind, m.box, m.mirrored) for path, found in written.match(paths)
-                   for m in found if m.b == path}
+        with references(refs, executor=executor) as written:
+            answers = list(written.match(paths))
     finally:
         executor.close()
+    assert len({path for path, _ in answers}) == len(answers)  # a target once
+    assert all(m.b == path for path, found in answers for m in found)
+    got = sorted((m.a, path, m.kind, m.box, m.mirrored) for path, found in answers for m in found)
     assert got == expected
-    assert {(a, p.rsplit("/", 1)[1], kind) for a, p, kind, _, _ in got} == {
+    assert {(a, Path(p).name, kind) for a, p, kind, _, _ in got} == {
         (0, "target0.png", "crop"), (1, "target1.png", "contained"), (2, "target2.png", "crop"),
         (0, "target4.png", "contained")}
+
+
+def _match_or_die(paths, *, folder, orient):
+    # Kills its worker process on any batch holding target1.png.
+    if os.getpid() != _PARENT and any(p.endswith("target1.png") for p in paths):
+        os._exit(1)
+    return _REAL["match"](paths, folder=folder, orient=orient)
+
+
+def _features_or_die(paths, orient=True):
+    if os.getpid() != _PARENT and any(p.endswith("target1.png") for p in paths):
+        os._exit(1)
+    return _REAL["features"](paths, orient=orient)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="the patch reaches forked workers only")
+def test_a_target_that_kills_its_worker_is_an_error_and_no_other_target_loses_its_matches(tmp_path, monkeypatch):
+    from dupfinder import partial_features, partial_refs
+    from dupfinder.executor import ProcessExecutor
+    from dupfinder.partial import features_for
+    from dupfinder.partial_refs import references
+
+    refs, _ = originals_and_copies()
+    originals = [photo(s) for s in ("p0005", "p0020", "p0028")]
+    images = [crop(originals[0], (70, 10, 320, 215)), on_canvas(originals[1], (700, 520), (330, 40)),
+              crop(originals[2], (0, 40, 270, 240), 0.8).transpose(MIRROR)]
+    paths = []
+    for k, im in enumerate(images):
+        paths.append(str(tmp_path / f"target{k}.png"))
+        im.save(paths[-1])
+    _REAL.update(match=partial_refs._match_batch, features=partial_features.features_batch)
+    monkeypatch.setattr(partial_refs, "_match_batch", _match_or_die)
+    monkeypatch.setattr(partial_features, "features_batch", _features_or_die)
+    monkeypatch.setattr(dupfinder.hashing, "batch_size", lambda jobs, workers: 1)  # one target a batch
+    executor = ProcessExecutor(2, start_method="fork")
+    try:
+        with references(refs, executor=executor) as written:
+            answers = dict(written.match(paths))
+        features = features_for(paths, executor=executor, workers=2)
+    finally:
+        executor.close()
+    assert {Path(p).name: [m.a for m in found] for p, found in answers.items() if p != paths[1]} == {
+        "target0.png": [0], "target2.png": [2]}
+    assert answers[paths[1]].stage == "partial" and "worker process died" in answers[paths[1]].message
+    assert [type(f).__name__ for f in features] == ["Features", "ScanError", "Features"]
