@@ -71,6 +71,8 @@ def _reference_from(path: str, args, cache, bars):
         return index
     if not os.path.exists(path):
         raise UsageError(f"reference {path}: no such file or folder")
+    if not os.path.isfile(path):  # a FIFO or a device: reading it to sniff the format would block
+        raise UsageError(f"reference {path}: not a regular file or a folder")
     with open(path, "rb") as f:
         is_index = f.read(2) == b"PK"
     if is_index:

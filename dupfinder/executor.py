@@ -10,9 +10,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 __all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor",
@@ -56,10 +58,34 @@ class InlineExecutor:
         pass
 
 
+@contextmanager
+def sigint_held():
+    """Hold Ctrl-C (SIGINT) back while processes are started; it is delivered on exit.
+
+    A signal that lands inside fork's handlers (logging's lock) or a weakref
+    callback raises there, is printed as "Exception ignored" and is lost:
+    the scan ran on. Held, it arrives in ordinary code and stops the scan
+    as usual. Started processes inherit the held mask until they ignore
+    SIGINT. Only where the platform can (POSIX), in the main thread.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _ignore_sigint() -> None:
     # Ctrl-C reaches every process of the terminal's group; only the parent
     # should react, so that it can stop the pool cleanly and report.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's handlers: the CLI's SIGTERM one
+    # turned the pool's terminate() of a broken pool into an exception the
+    # worker tried to send back through a pipe nobody read (a hang at exit).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ProcessExecutor:
@@ -120,11 +146,12 @@ class ProcessExecutor:
                 self._discard_pool()
 
     def _submit(self, fn, item) -> Future:
-        try:
-            return self._get_pool().submit(fn, item)
-        except BrokenProcessPool:
-            self._discard_pool()
-            return self._get_pool().submit(fn, item)
+        with sigint_held():  # a submit may start the pool's processes and threads
+            try:
+                return self._get_pool().submit(fn, item)
+            except BrokenProcessPool:
+                self._discard_pool()
+                return self._get_pool().submit(fn, item)
 
     def _discard_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -187,7 +214,9 @@ class LazyExecutor:
         if self._pool is None:
             # Forked workers inherit what the parent has imported: scipy's
             # DCT, which every worker needs, would otherwise cost each 150 ms.
-            import scipy.fftpack  # noqa: F401
+            # (Ctrl-C held: one inside the import left it half done, an ImportError.)
+            with sigint_held():
+                import scipy.fftpack  # noqa: F401
 
             self._pool = ProcessExecutor(self.workers)
         yield from self._pool.map_unordered(fn, _chain_first(first, items))

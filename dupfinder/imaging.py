@@ -168,6 +168,10 @@ def load_image(
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):
                 return ScanError(path, "open", "not a regular file")
+            if st.st_size == 0:
+                return ScanError(path, "open", "empty file (0 bytes)")
+        elif not data:
+            return ScanError(path, "open", "empty file (0 bytes)")
         with warnings.catch_warnings():
             # Between Pillow's pixel limit and twice that it only warns; we
             # decode those at reduced scale where we can, which is safe.

@@ -198,19 +198,22 @@ def _hits_for_chunk(
     return out
 
 
-def _reference_features(reference: ReferenceIndex, executor, orient: bool) -> list:
-    """Local features of the references whose labels are image files; UsageError if none is."""
+def _reference_features(reference: ReferenceIndex, executor, orient: bool, errors: list) -> list:
+    """Local features of the references whose labels are image files; UsageError if none is.
+
+    A reference image that cannot be read (gone, damaged) goes to ``errors``
+    (stage ``partial``): it is matched by its hashes only.
+    """
     from .partial import Features, features_for
 
-    # A reference whose worker died on it (a ScanError) is not partially matched, like one that is gone.
-    found = [f if isinstance(f, Features) else None
-             for f in features_for(list(reference.labels), executor=executor,
-                                   workers=getattr(executor, "workers", 1), orient=orient)]
-    if not any(f is not None for f in found):
+    found = features_for(list(reference.labels), executor=executor,
+                         workers=getattr(executor, "workers", 1), orient=orient)
+    if not any(isinstance(f, Features) for f in found):
         msg = ("partial matching needs the reference images: give --reference a folder of images "
                "(or an index built from one whose files are still there)")
         raise UsageError(msg)
-    return found
+    errors.extend(ScanError(f.path, f.stage, f"reference: {f.message}") for f in found if isinstance(f, ScanError))
+    return [f if isinstance(f, Features) else None for f in found]
 
 
 def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, refs,
@@ -346,7 +349,7 @@ def match(
             # The references' features go to a memory-mapped folder once; the
             # list is not kept (10^4 references hold 0.5 GB of them).
             refs = stack.enter_context(references(
-                _reference_features(reference, executor, orient), executor=executor, orient=orient))
+                _reference_features(reference, executor, orient, errors), executor=executor, orient=orient))
         for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))

@@ -30,6 +30,7 @@ __all__ = [
     "features_batch",
     "features_for",
     "or_empty",
+    "partial_error",
 ]
 
 INSTALL_HINT = "partial matching needs OpenCV: pip install 'dupfinder[partial]'"
@@ -297,16 +298,15 @@ def features_batch(paths: Sequence[str], orient: bool = True) -> list:
 
 def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bool = True,
                  progress=None) -> list[Features | ScanError | None]:
-    """Features of each path, computed through an executor; None where they cannot be.
+    """Features of each path, computed through an executor; a ScanError (stage ``partial``) where they cannot be.
 
-    A file that fails to decode is simply not partially matched: its errors
-    are the hash stage's to report. A file whose worker process died (with
-    others in flight, each is tried again alone) gets a ScanError at stage
-    ``partial``: that one is news.
+    The files were hashed a moment ago, so an error here is news: the file
+    vanished or changed since, or its worker process died (with others in
+    flight, each is tried again alone). Such a file is not partially matched.
 
     >>> from dupfinder.executor import InlineExecutor
-    >>> features_for(["/no/such.jpg"], executor=InlineExecutor())
-    [None]
+    >>> features_for(["/no/such.jpg"], executor=InlineExecutor())[0].message
+    'local features (--partial): file vanished before it could be read'
     """
     from functools import partial as bind
 
@@ -325,8 +325,7 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
             out[where[batch[0]]] = ScanError(batch[0], "partial", CRASHED)
         else:
             for path, f in zip(batch, result):
-                if isinstance(f, Features):
-                    out[where[path]] = f
+                out[where[path]] = f if isinstance(f, Features) else partial_error(f)
         done += len(batch)
         if progress is not None:
             progress(Progress("features", done, len(paths)))
@@ -334,3 +333,12 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
 
 
 CRASHED = "the worker process died on this file's local features (--partial): it is not partially matched"
+
+
+def partial_error(error: ScanError) -> ScanError:
+    """The error of a file that could not be read for its local features, at stage ``partial``.
+
+    >>> partial_error(ScanError("a.jpg", "decode", "broken data")).message
+    'local features (--partial): broken data'
+    """
+    return ScanError(error.path, "partial", f"local features (--partial): {error.message}")

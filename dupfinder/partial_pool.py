@@ -23,7 +23,7 @@ import numpy as np
 
 from .executor import WorkerCrashed
 from .partial_features import Features, PartialMatch
-from .partial_table import FeatureTable
+from .partial_table import FeatureTable, writing_to
 from .partial_verify import verify
 from .partial_votes import N_POSITIONS, merge_votes, votes_at
 
@@ -132,7 +132,8 @@ def shared(features: Sequence[Features | None], executor):
     # ignore_cleanup_errors: where a mapped file cannot be deleted (Windows),
     # a worker still holding it must not turn a finished scan into an error.
     with tempfile.TemporaryDirectory(prefix="dupfinder-partial-", ignore_cleanup_errors=True) as folder:
-        FeatureTable.pack(features).save(folder)
+        with writing_to(folder):
+            FeatureTable.pack(features).save(folder)
         yield SharedFeatures(executor, folder)
 
 

@@ -21,8 +21,14 @@ from functools import partial as bind
 import numpy as np
 
 from .models import ScanError
-from .partial_features import Features, PartialMatch, file_features, or_empty
-from .partial_table import FeatureTable
+from .partial_features import (
+    Features,
+    PartialMatch,
+    file_features,
+    or_empty,
+    partial_error,
+)
+from .partial_table import FeatureTable, writing_to
 from .partial_verify import best_matches, verify
 from .partial_votes import (
     MIN_VOTES,
@@ -50,10 +56,10 @@ class References:
     def match(self, paths: Sequence[str]) -> Iterator[tuple[str, list[PartialMatch] | ScanError]]:
         """``(path, matches)`` for each target with a partial match: ``a`` a reference's index, ``b`` the path.
 
-        ``paths`` should be distinct. A target that cannot be decoded is
-        simply not partially matched (its errors are the hash stage's to
-        report); one whose worker process died, tried again alone, comes
-        with a ScanError (stage ``partial``) instead of matches.
+        ``paths`` should be distinct. A target that cannot be read now (it
+        vanished or changed since it was hashed), or whose worker process
+        died (tried again alone), comes with a ScanError (stage
+        ``partial``) instead of matches.
         """
         from .executor import WorkerCrashed, map_retrying
         from .hashing import batch_size
@@ -93,13 +99,14 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
     table = FeatureTable.pack(or_empty(features))
     del features  # the caller's list can go: the folder has it
     with tempfile.TemporaryDirectory(prefix="dupfinder-references-", ignore_cleanup_errors=True) as folder:
-        table.save(folder)
-        for position in range(N_POSITIONS):
-            order, words = sorted_words_at(table.descriptors, position)
-            if len(order) < 2**31:  # half the bytes: 8 positions of it outweigh the descriptors
-                order = order.astype(np.int32)
-            np.save(os.path.join(folder, f"order{position}.npy"), order)
-            np.save(os.path.join(folder, f"words{position}.npy"), words)
+        with writing_to(folder):
+            table.save(folder)
+            for position in range(N_POSITIONS):
+                order, words = sorted_words_at(table.descriptors, position)
+                if len(order) < 2**31:  # half the bytes: 8 positions of it outweigh the descriptors
+                    order = order.astype(np.int32)
+                np.save(os.path.join(folder, f"order{position}.npy"), order)
+                np.save(os.path.join(folder, f"words{position}.npy"), words)
         del table
         try:
             yield References(executor, folder, orient=orient)
@@ -126,9 +133,15 @@ def _open(folder: str) -> tuple:
 def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tuple[str, list[PartialMatch]]]:
     """The work of one worker: features of a batch of targets, their candidates and verified matches."""
     table, db, index = _open(folder)
-    targets = [(p, f) for p in paths if isinstance(f := file_features(p, orient=orient), Features) and len(f)]
+    targets, failed = [], []
+    for path in paths:
+        f = file_features(path, orient=orient)
+        if isinstance(f, ScanError):  # hashed a moment ago: it vanished or changed since
+            failed.append((path, partial_error(f)))
+        elif len(f):
+            targets.append((path, f))
     if not targets:
-        return []
+        return failed
     owner = np.concatenate([np.full(len(f), i, np.int64) for i, (_, f) in enumerate(targets)])
     point = np.concatenate([np.arange(len(f), dtype=np.int64) for _, f in targets])
     probes = [(np.concatenate([f.descriptors for _, f in targets]), owner, point, False),
@@ -141,4 +154,4 @@ def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tup
     by_target: dict[str, list[PartialMatch]] = {}
     for match in best_matches(candidates, found):
         by_target.setdefault(match.b, []).append(match)
-    return list(by_target.items())
+    return failed + list(by_target.items())

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from .partial_features import Features
 
-__all__ = ["FeatureTable"]
+__all__ = ["FeatureTable", "writing_to"]
 
 _FIELDS = ("offsets", "points", "descriptors", "mirrored", "thumb_offsets", "thumb_shapes", "thumbs",
            "sizes", "scales", "present")
@@ -114,3 +115,20 @@ class FeatureTable:
 def _mapped(path: str) -> np.ndarray:
     array = np.load(path, mmap_mode="r")
     return array.view(np.ndarray) if isinstance(array, np.memmap) else array
+
+
+@contextmanager
+def writing_to(folder: str):
+    """Turn a failed write of features into an error that names the folder and the way out.
+
+    >>> with writing_to("/tmp/x"):
+    ...     raise OSError("5648832 requested and 679808 written")
+    Traceback (most recent call last):
+    OSError: cannot write the local features of --partial to /tmp/x (5648832 requested and 679808 written): is the temporary folder full? Set TMPDIR to a folder with room (about 80 KB a file)
+    """
+    try:
+        yield
+    except OSError as exc:
+        msg = (f"cannot write the local features of --partial to {folder} ({exc}): is the temporary "
+               "folder full? Set TMPDIR to a folder with room (about 80 KB a file)")
+        raise OSError(msg) from exc

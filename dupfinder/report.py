@@ -130,14 +130,44 @@ def render_csv(result: ScanResult, out: io.TextIOBase) -> None:
     >>> buf.getvalue().splitlines()[0]
     'group,path,keep,distance,transform,width,height,bytes,modified,hash,group_size,group_max_distance,new'
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _csv_writer(out)
     writer.writerow(CSV_COLUMNS)
     writer.writerows(_csv_rows(result))
 
 
+class _csv_writer:  # noqa: N801 (used as csv.writer is)
+    r"""A csv.writer with "\n" line ends that still quotes a field holding "\r".
+
+    Python's writer quotes only the characters of its own line terminator:
+    with "\n", a file name with a carriage return went out bare and split
+    its row in two for every reader (and for ``dupfinder apply``).
+
+    >>> buf = io.StringIO()
+    >>> _csv_writer(buf).writerows([["a\rb", "c"], ["d", "e"]])
+    >>> buf.getvalue()
+    '"a\rb",c\nd,e\n'
+    """
+
+    def __init__(self, out):
+        self._out = out
+        self._plain = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row) -> None:
+        if any(isinstance(v, str) and "\r" in v for v in row):
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\r\n").writerow(row)  # quotes what holds "\r"
+            self._out.write(buf.getvalue()[:-2] + "\n")
+        else:
+            self._plain.writerow(row)
+
+    def writerows(self, rows) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def render_errors_csv(result: ScanResult, out: io.TextIOBase) -> None:
     """Write the files that could not be read: path, stage, message."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _csv_writer(out)
     writer.writerow(ERROR_COLUMNS)
     for e in result.errors:
         writer.writerow([escape_cell(e.path), e.stage, escape_cell(e.message)])
@@ -243,7 +273,7 @@ def render_match_csv(result, out: io.TextIOBase) -> None:
     >>> buf.getvalue().split(",")[:5]
     ['path', 'reference', 'distance', 'transform', 'algorithm']
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _csv_writer(out)
     writer.writerow(MATCH_COLUMNS)
     algorithm = result.settings.algorithm
     for m in result.matches:

@@ -49,7 +49,7 @@ def test_zero_byte_file(tmp_path):
     p = tmp_path / "empty.jpg"
     p.write_bytes(b"")
     err = fp(p)
-    assert isinstance(err, ScanError) and err.stage == "open"
+    assert isinstance(err, ScanError) and (err.stage, err.message) == ("open", "empty file (0 bytes)")
 
 
 def test_text_file_named_png(tmp_path):

@@ -471,6 +471,10 @@ def test_targets_matched_in_the_workers_against_written_references_as_find_parti
     finally:
         executor.close()
     assert len({path for path, _ in answers}) == len(answers)  # a target once
+    # missing.png was "hashed" (by this test) but is not there: an error row, not silence.
+    failed = {Path(path).name: found.stage for path, found in answers if isinstance(found, dupfinder.ScanError)}
+    assert failed == {"missing.png": "partial"}
+    answers = [(path, found) for path, found in answers if not isinstance(found, dupfinder.ScanError)]
     assert all(m.b == path for path, found in answers for m in found)
     got = sorted((m.a, path, m.kind, m.box, m.mirrored) for path, found in answers for m in found)
     assert got == expected
@@ -522,3 +526,19 @@ def test_a_target_that_kills_its_worker_is_an_error_and_no_other_target_loses_it
         "target0.png": [0], "target2.png": [2]}
     assert answers[paths[1]].stage == "partial" and "worker process died" in answers[paths[1]].message
     assert [type(f).__name__ for f in features] == ["Features", "ScanError", "Features"]
+
+
+def test_a_file_that_vanishes_after_hashing_is_an_error_row_of_the_partial_stage(partial_tree):
+    # Hashed, then gone before its local features: the scan goes on, and says so.
+    victim = partial_tree / "cropped.jpg"
+
+    def progress(p):
+        if p.stage == "hash" and p.total and p.done == p.total and victim.exists():
+            victim.unlink()
+
+    result = dupfinder.scan([partial_tree], workers=0, partial=True, progress=progress)
+    errors = [(Path(e.path).name, e.stage, e.message) for e in result.errors]
+    assert errors == [("cropped.jpg", "partial", "local features (--partial): file vanished before it could be read")]
+    assert "cropped.jpg" in {Path(f.path).name for f in result.files}  # it was hashed
+    grouped = {Path(m.path).name for g in result.groups for m in g.members}
+    assert {"p0020.jpg", "screenshot.jpg"} <= grouped and "cropped.jpg" not in grouped

@@ -29,6 +29,7 @@ AWKWARD = [
 ]
 if sys.platform.startswith("linux"):
     AWKWARD.append(os.fsdecode(b"latin1-\xe9t\xe9.jpg"))  # not UTF-8 at all
+    AWKWARD += ["carriage\rreturn.jpg", "crlf\r\nname.jpg"]  # csv quotes only its own line end by itself
 
 
 @pytest.fixture

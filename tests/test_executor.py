@@ -1,0 +1,65 @@
+"""The worker pool: crashed batches retried an item at a time, Ctrl-C held while processes start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from dupfinder.executor import ProcessExecutor, WorkerCrashed, map_retrying, sigint_held
+
+_PARENT = os.getpid()
+
+
+def _total_or_die(batch):
+    # Kills its worker process on any batch holding 13.
+    if 13 in batch and os.getpid() != _PARENT:
+        os._exit(1)
+    return sum(batch)
+
+
+def test_a_batch_whose_worker_died_is_retried_one_item_at_a_time():
+    executor = ProcessExecutor(2)
+    try:
+        got = list(map_retrying(executor, _total_or_die, [[1, 2], [13, 4], [5], [6, 7]]))
+    finally:
+        executor.close()
+    answers = {tuple(batch): result for batch, result in got}
+    # 13 alone still kills its worker; 4 (its neighbour) and the others are answered.
+    assert isinstance(answers.pop((13,)), WorkerCrashed)
+    assert answers[(4,)] == 4
+    done = sorted(x for batch, result in got if not isinstance(result, WorkerCrashed) for x in batch)
+    assert done == [1, 2, 4, 5, 6, 7]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_ctrl_c_while_processes_start_arrives_after_not_during():
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append("handled"))
+    try:
+        with sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            seen.append("still inside")
+        seen.append("after")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == ["still inside", "handled", "after"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGTERM handler to inherit")
+def test_workers_do_not_keep_the_parents_sigterm_handler():
+    # A worker with the CLI's handler raised on the pool's terminate() and could hang the exit.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    executor = ProcessExecutor(1)
+    try:
+        ((_, handler),) = list(executor.map_unordered(_sigterm_handler_name, [None]))
+    finally:
+        executor.close()
+        signal.signal(signal.SIGTERM, previous)
+    assert handler == "SIG_DFL"
+
+
+def _sigterm_handler_name(_):
+    return signal.getsignal(signal.SIGTERM).name
