@@ -24,6 +24,11 @@ brings OpenCV):
    :func:`partial_relations` (what ``scan`` uses) skips candidates whose
    files are already joined until grouping asks for them.
 
+With a worker pool, steps 2 and 3 run in its workers, the features shared
+through a memory-mapped table (:mod:`dupfinder.partial_pool`); ``match``
+sends each target to a worker that computes its features and matches them
+against the references, written once (:mod:`dupfinder.partial_refs`).
+
 A :class:`PartialMatch` ``(a, b, kind, box, inliers, mirrored)`` says what
 ``b`` is to ``a``: ``crop`` (b shows a part of a; ``box`` is that part, in
 a's pixels) or ``contained`` (b shows all of a inside a larger frame;
