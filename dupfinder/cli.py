@@ -247,11 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["scan", "--threshold", "-1", "--no-cache", "photos"])
     2
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)  # imports the subcommands: Ctrl-C may land here
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return int(ExitStatus.INTERRUPTED)
     _setup_logging(args)
     previous = None
     try:
