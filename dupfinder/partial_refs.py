@@ -36,6 +36,7 @@ from .partial_votes import (
     grouped,
     merge_votes,
     sorted_words_at,
+    stacked,
     votes_at,
 )
 
@@ -142,10 +143,8 @@ def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tup
             targets.append((path, f))
     if not targets:
         return failed
-    owner = np.concatenate([np.full(len(f), i, np.int64) for i, (_, f) in enumerate(targets)])
-    point = np.concatenate([np.arange(len(f), dtype=np.int64) for _, f in targets])
-    probes = [(np.concatenate([f.descriptors for _, f in targets]), owner, point, False),
-              (np.concatenate([f.mirrored for _, f in targets]), owner, point, True)]
+    features = [f for _, f in targets]
+    probes = [(*stacked(features, mirrored=False), False), (*stacked(features, mirrored=True), True)]
     votes = merge_votes([votes_at(db, probes, p, within=False, index=index[p]) for p in range(N_POSITIONS)])
     # i is a target, j a reference: how the target relates to the reference.
     candidates = list(grouped(votes, MIN_VOTES))

@@ -16,7 +16,7 @@ import numpy as np
 from .partial_features import Features
 
 __all__ = ["MATCH_BITS", "BUCKET_CAP", "MIN_VOTES", "WORD_BITS", "N_POSITIONS", "vote_matches", "votes_at",
-           "sorted_words_at", "merge_votes", "candidate_pairs", "grouped", "popcount_rows"]
+           "sorted_words_at", "merge_votes", "stacked", "candidate_pairs", "grouped", "popcount_rows"]
 
 # Two descriptors closer than this (of 256 bits) vote for their files; ORB's
 # true correspondences under resizing and JPEG sit mostly below 40 bits.
@@ -47,7 +47,7 @@ def popcount_rows(x: np.ndarray) -> np.ndarray:
     return _BITS[x].sum(axis=1, dtype=np.int32)
 
 
-def _stack(group: Sequence[Features], *, mirrored: bool):
+def stacked(group: Sequence[Features], *, mirrored: bool):
     """All descriptors of a set of files (or of their mirror images), with owner file and keypoint."""
     parts = [(f.mirrored if mirrored else f.descriptors, i) for i, f in enumerate(group) if len(f)]
     if not parts:
@@ -69,10 +69,10 @@ def vote_matches(
     and file j's mirror image (ki is then a point of i, kj one of j's mirror;
     within ``features``, the mirror is always on the larger file).
     """
-    db = _stack(features, mirrored=False)
+    db = stacked(features, mirrored=False)
     # Only the database is sorted; mirror images and queries look their words up in it.
-    probes = [(*_stack(features, mirrored=True), True)] if queries is None else [
-        (*_stack(queries, mirrored=False), False), (*_stack(queries, mirrored=True), True)]
+    probes = [(*stacked(features, mirrored=True), True)] if queries is None else [
+        (*stacked(queries, mirrored=False), False), (*stacked(queries, mirrored=True), True)]
     return merge_votes([votes_at(db, probes, p, within=queries is None) for p in range(N_POSITIONS)])
 
 
