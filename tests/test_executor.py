@@ -63,3 +63,23 @@ def test_workers_do_not_keep_the_parents_sigterm_handler():
 
 def _sigterm_handler_name(_):
     return signal.getsignal(signal.SIGTERM).name
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython" or sys.platform == "win32", reason="a CPython quirk, POSIX exit")
+@pytest.mark.parametrize("forget", [False, True])
+def test_a_handled_ctrl_c_exits_with_our_status_not_by_sigint(forget, tmp_path):
+    # A KeyboardInterrupt inside code run through PyRun_String (as some
+    # extension loaders do) leaves CPython sure it went unhandled: at the exit
+    # of `python -m dupfinder` it kills itself with SIGINT (status -2, not 130).
+    # The CLI clears that note when it handles one.
+    import subprocess
+
+    (tmp_path / "quirk").mkdir()
+    (tmp_path / "quirk" / "__main__.py").write_text(
+        "import ctypes, sys\n"
+        "ctypes.pythonapi.PyRun_SimpleString(b'raise KeyboardInterrupt')\n"
+        + ("from dupfinder.cli import _forget_unhandled_interrupt\n_forget_unhandled_interrupt()\n" if forget else "")
+        + "sys.exit(130)\n")
+    done = subprocess.run([sys.executable, "-m", "quirk"], capture_output=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+    assert done.returncode == (130 if forget else -signal.SIGINT)
