@@ -10,11 +10,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 __all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor",
@@ -56,26 +54,6 @@ class InlineExecutor:
 
     def close(self) -> None:
         pass
-
-
-@contextmanager
-def sigint_held():
-    """Hold Ctrl-C (SIGINT) back while processes are started; it is delivered on exit.
-
-    A signal that lands inside fork's handlers (logging's lock) or a weakref
-    callback raises there, is printed as "Exception ignored" and is lost:
-    the scan ran on. Held, it arrives in ordinary code and stops the scan
-    as usual. Started processes inherit the held mask until they ignore
-    SIGINT. Only where the platform can (POSIX), in the main thread.
-    """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _ignore_sigint() -> None:
@@ -146,12 +124,11 @@ class ProcessExecutor:
                 self._discard_pool()
 
     def _submit(self, fn, item) -> Future:
-        with sigint_held():  # a submit may start the pool's processes and threads
-            try:
-                return self._get_pool().submit(fn, item)
-            except BrokenProcessPool:
-                self._discard_pool()
-                return self._get_pool().submit(fn, item)
+        try:
+            return self._get_pool().submit(fn, item)
+        except BrokenProcessPool:
+            self._discard_pool()
+            return self._get_pool().submit(fn, item)
 
     def _discard_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -214,9 +191,7 @@ class LazyExecutor:
         if self._pool is None:
             # Forked workers inherit what the parent has imported: scipy's
             # DCT, which every worker needs, would otherwise cost each 150 ms.
-            # (Ctrl-C held: one inside the import left it half done, an ImportError.)
-            with sigint_held():
-                import scipy.fftpack  # noqa: F401
+            import scipy.fftpack  # noqa: F401
 
             self._pool = ProcessExecutor(self.workers)
         yield from self._pool.map_unordered(fn, _chain_first(first, items))

@@ -1,4 +1,4 @@
-"""The worker pool: crashed batches retried an item at a time, Ctrl-C held while processes start."""
+"""The worker pool: crashed batches retried an item at a time, workers' signals, the CLI's Ctrl-C status."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dupfinder.executor import ProcessExecutor, WorkerCrashed, map_retrying, sigint_held
+from dupfinder.executor import ProcessExecutor, WorkerCrashed, map_retrying
 
 _PARENT = os.getpid()
 
@@ -32,20 +32,6 @@ def test_a_batch_whose_worker_died_is_retried_one_item_at_a_time():
     assert answers[(4,)] == 4
     done = sorted(x for batch, result in got if not isinstance(result, WorkerCrashed) for x in batch)
     assert done == [1, 2, 4, 5, 6, 7]
-
-
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
-def test_ctrl_c_while_processes_start_arrives_after_not_during():
-    seen = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append("handled"))
-    try:
-        with sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            seen.append("still inside")
-        seen.append("after")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert seen == ["still inside", "handled", "after"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGTERM handler to inherit")
