@@ -20,7 +20,7 @@ from .executor import Executor, WorkerCrashed, map_retrying
 from .fingerprint import Fingerprint, HashSpec, file_digest, fingerprint_and_digest
 from .models import FileEntry, HashedFile, Progress, ScanError
 
-__all__ = ["Hasher", "batch_size", "fingerprint_entries"]
+__all__ = ["Hasher", "batch_size", "fingerprint_entries", "in_batches"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -49,7 +49,13 @@ def _digest_batch(paths: Sequence[str]) -> list:
     return [file_digest(p) for p in paths]
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+def in_batches(items: Sequence, workers: int) -> Iterator[Sequence]:
+    """``items`` in slices of :func:`batch_size` for this many items and workers.
+
+    >>> [len(b) for b in in_batches(list(range(40)), 2)]
+    [5, 5, 5, 5, 5, 5, 5, 5]
+    """
+    size = batch_size(len(items), workers)
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -86,8 +92,7 @@ def fingerprint_entries(
     work = partial(_hash_batch, spec=spec)
     total = len(paths) + done if total is None else total
     progress(Progress("hash", done, total))
-    batches = (list(b) for b in _batches(paths, batch_size(len(paths), workers)))
-    for batch, result in map_retrying(executor, work, batches):
+    for batch, result in map_retrying(executor, work, in_batches(paths, workers)):
         if isinstance(result, WorkerCrashed):
             yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
         else:
@@ -222,8 +227,7 @@ class Hasher:
         )
         paths = [e.path for e in misses if e.size in sizes]
         found: set[str] = set()
-        batches = _batches(paths, batch_size(len(paths), self.workers))
-        for batch, digests in self.executor.map_unordered(_digest_batch, batches):
+        for batch, digests in self.executor.map_unordered(_digest_batch, in_batches(paths, self.workers)):
             if isinstance(digests, WorkerCrashed):
                 continue
             for path, digest in zip(batch, digests):

@@ -370,9 +370,11 @@ def match(
             matches.extend(found)
             base += len(batch)
     finally:
-        stack.close()  # the references' folder first: the workers may still map it
-        if own:
-            executor.close()
+        try:
+            if own:  # first: a worker that maps the references' folder lets it go (Windows deletes no mapped file)
+                executor.close()
+        finally:
+            stack.close()
     matches.sort(key=lambda m: m.path)
     errors.sort(key=lambda e: (e.path, e.stage))
     counts.update(references=len(reference), matches=len(matches), errors=len(errors))

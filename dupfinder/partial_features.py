@@ -311,16 +311,14 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
     from functools import partial as bind
 
     from .executor import WorkerCrashed, map_retrying
-    from .hashing import batch_size
+    from .hashing import in_batches
     from .models import Progress
 
     require_opencv()
     where = {p: i for i, p in enumerate(paths)}
     out: list[Features | ScanError | None] = [None] * len(paths)
-    size = batch_size(len(paths), workers)
-    batches = [list(paths[s : s + size]) for s in range(0, len(paths), size)]
     done = 0
-    for batch, result in map_retrying(executor, bind(features_batch, orient=orient), batches):
+    for batch, result in map_retrying(executor, bind(features_batch, orient=orient), in_batches(paths, workers)):
         if isinstance(result, WorkerCrashed):
             out[where[batch[0]]] = ScanError(batch[0], "partial", CRASHED)
         else:

@@ -25,10 +25,9 @@ from .partial_features import (
     Features,
     PartialMatch,
     file_features,
-    or_empty,
     partial_error,
 )
-from .partial_table import FeatureTable, writing_to
+from .partial_table import FeatureTable, mapped, writing_to
 from .partial_verify import best_matches, verify
 from .partial_votes import (
     MIN_VOTES,
@@ -63,12 +62,11 @@ class References:
         ``partial``) instead of matches.
         """
         from .executor import WorkerCrashed, map_retrying
-        from .hashing import batch_size
+        from .hashing import in_batches
+        from .partial_pool import workers
 
         work = bind(_match_batch, folder=self._folder, orient=self._orient)
-        size = batch_size(len(paths), getattr(self._executor, "workers", 1))
-        batches = [list(paths[s : s + size]) for s in range(0, len(paths), size)]
-        for batch, result in map_retrying(self._executor, work, batches):
+        for batch, result in map_retrying(self._executor, work, in_batches(paths, workers(self._executor))):
             if isinstance(result, WorkerCrashed):
                 yield batch[0], ScanError(batch[0], "partial", CRASHED)
             else:
@@ -97,7 +95,7 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
     ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
     [(1, True, 'crop')]
     """
-    table = FeatureTable.pack(or_empty(features))
+    table = FeatureTable.pack(features)
     del features  # the caller's list can go: the folder has it
     with tempfile.TemporaryDirectory(prefix="dupfinder-references-", ignore_cleanup_errors=True) as folder:
         with writing_to(folder):
@@ -125,8 +123,8 @@ def _open(folder: str) -> tuple:
         # (and its deleted files' space) when the next run's first batch comes.
         _OPEN.clear()
         table = FeatureTable.load(folder)
-        index = [tuple(np.load(os.path.join(folder, f"{name}{p}.npy"), mmap_mode="r").view(np.ndarray)
-                       for name in ("order", "words")) for p in range(N_POSITIONS)]
+        index = [tuple(mapped(os.path.join(folder, f"{name}{p}.npy")) for name in ("order", "words"))
+                 for p in range(N_POSITIONS)]
         _OPEN[folder] = (table, (table.descriptors, *table.owners()), index)
     return _OPEN[folder]
 

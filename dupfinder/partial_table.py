@@ -17,7 +17,7 @@ import numpy as np
 
 from .partial_features import Features
 
-__all__ = ["FeatureTable", "writing_to"]
+__all__ = ["FeatureTable", "mapped", "writing_to"]
 
 _FIELDS = ("offsets", "points", "descriptors", "mirrored", "thumb_offsets", "thumb_shapes", "thumbs",
            "sizes", "scales", "present")
@@ -109,10 +109,19 @@ class FeatureTable:
         """The table :meth:`save` wrote, memory-mapped read-only."""
         # Plain ndarray views of the maps: np.memmap's subclass hooks cost
         # more than the arithmetic on the small slices verification takes.
-        return cls(**{name: _mapped(os.path.join(folder, f"{name}.npy")) for name in _FIELDS})
+        return cls(**{name: mapped(os.path.join(folder, f"{name}.npy")) for name in _FIELDS})
 
 
-def _mapped(path: str) -> np.ndarray:
+def mapped(path: str | os.PathLike) -> np.ndarray:
+    """The array of a ``.npy`` file, memory-mapped read-only, as a plain ndarray view.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     np.save(os.path.join(folder, "a.npy"), np.arange(3))
+    ...     a = mapped(os.path.join(folder, "a.npy"))
+    ...     type(a).__name__, a.tolist(), a.flags.writeable
+    ('ndarray', [0, 1, 2], False)
+    """
     array = np.load(path, mmap_mode="r")
     return array.view(np.ndarray) if isinstance(array, np.memmap) else array
 
