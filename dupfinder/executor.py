@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol, TypeVar
 
 __all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "LazyExecutor", "WorkerCrashed", "make_executor",
-           "map_retrying"]
+           "map_retrying", "worker_count"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -200,6 +200,15 @@ class LazyExecutor:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+def worker_count(executor) -> int:
+    """How many processes an executor runs work in (0 for none given).
+
+    >>> worker_count(None), worker_count(InlineExecutor()), worker_count(LazyExecutor(2))
+    (0, 1, 2)
+    """
+    return 0 if executor is None else getattr(executor, "workers", 1)
 
 
 def map_retrying(executor: Executor, fn: Callable[[list], R], batches: Iterable[list]) -> Iterator[tuple[list, R | WorkerCrashed]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import hashes
 from .cluster import INVERSE, is_low_information
-from .executor import Executor, make_executor
+from .executor import Executor, make_executor, worker_count
 from .fingerprint import ALGORITHMS, TRANSFORMS, HashSpec
 from .hashing import Hasher, ProgressCallback, _noop
 from .index import find_matches
@@ -123,7 +123,7 @@ def build_reference(
     executor = executor or make_executor(workers, jobs=len(entries))
     files: list[HashedFile] = []
     try:
-        hasher = Hasher(spec, cache=cache, executor=executor, workers=getattr(executor, "workers", 1),
+        hasher = Hasher(spec, cache=cache, executor=executor, workers=worker_count(executor),
                         progress=progress or _noop, roots=settings.roots)
         for item in hasher.run(entries):
             (errors if isinstance(item, ScanError) else files).append(item)
@@ -207,7 +207,7 @@ def _reference_features(reference: ReferenceIndex, executor, orient: bool, error
     from .partial import Features, features_for
 
     found = features_for(list(reference.labels), executor=executor,
-                         workers=getattr(executor, "workers", 1), orient=orient)
+                         workers=worker_count(executor), orient=orient)
     if not any(isinstance(f, Features) for f in found):
         msg = ("partial matching needs the reference images: give --reference a folder of images "
                "(or an index built from one whose files are still there)")
@@ -355,7 +355,7 @@ def match(
                 progress(Progress("hash", _base + p.done, None))
 
             hasher = Hasher(spec, cache=cache, executor=executor,
-                            workers=getattr(executor, "workers", 1), progress=report)
+                            workers=worker_count(executor), progress=report)
             files = []
             for item in hasher.run(batch):
                 (errors if isinstance(item, ScanError) else files).append(item)

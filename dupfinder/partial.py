@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing, nullcontext
 
 from . import partial_pool
+from .executor import worker_count
 from .models import Progress
 from .partial_features import (
     FEATURE_SIDE,
@@ -54,7 +55,7 @@ from .partial_features import (
     or_empty,
     require_opencv,
 )
-from .partial_pool import Task, shared, verify_task, workers
+from .partial_pool import Task, shared, verify_task
 from .partial_verify import best_matches, verify
 from .partial_votes import MIN_VOTES, candidate_pairs, grouped, vote_matches
 
@@ -125,7 +126,7 @@ def verify_all(features: Sequence[Features], tasks: Sequence[Task], *, executor=
     >>> [(m.a, m.b, m.kind) for m in verify_all(fs, [Task(i, j, mirrored, ki, kj, "art", "part")])]
     [('art', 'part', 'crop')]
     """
-    if workers(executor) < 2 or len(tasks) < partial_pool.POOL_MIN_CANDIDATES:
+    if worker_count(executor) < 2 or len(tasks) < partial_pool.POOL_MIN_CANDIDATES:
         return [verify_task(features, t) for t in tasks]
     out: list[PartialMatch | None] = [None] * len(tasks)
     size = partial_pool.VERIFY_BATCH
@@ -201,7 +202,7 @@ def partial_relations(features: Sequence[Features | None], *, executor=None, pro
     """
     report = progress or (lambda _: None)
     db = or_empty(features)
-    pooled = workers(executor) >= 2 and sum(len(f) for f in db) >= partial_pool.POOL_MIN_KEYPOINTS
+    pooled = worker_count(executor) >= 2 and sum(len(f) for f in db) >= partial_pool.POOL_MIN_KEYPOINTS
     report(Progress("partial", 0, None))
     with shared(db, executor) if pooled else nullcontext() as pool:
         candidates = list(grouped(pool.votes() if pool else vote_matches(db), MIN_VOTES))

@@ -28,7 +28,7 @@ from .partial_verify import verify
 from .partial_votes import N_POSITIONS, merge_votes, votes_at
 
 __all__ = ["POOL_MIN_CANDIDATES", "POOL_MIN_KEYPOINTS", "VERIFY_BATCH", "SharedFeatures", "Task", "shared",
-           "verify_task", "workers"]
+           "verify_task"]
 
 # Candidate pairs per verification task; the fewest candidates, and the
 # fewest keypoints over all files, worth a pool (below, writing the table
@@ -68,16 +68,6 @@ def verify_task(features, task: Task) -> PartialMatch | None:
     if fx is None or fy is None:
         return None
     return verify(fx, fy, mirrored=task.mirrored, a=task.a, b=task.b, hint=(task.kx, task.ky))
-
-
-def workers(executor) -> int:
-    """How many processes an executor runs work in (0 for none given).
-
-    >>> from dupfinder.executor import InlineExecutor
-    >>> workers(None), workers(InlineExecutor())
-    (0, 1)
-    """
-    return 0 if executor is None else getattr(executor, "workers", 1)
 
 
 class SharedFeatures:

@@ -61,12 +61,11 @@ class References:
         died (tried again alone), comes with a ScanError (stage
         ``partial``) instead of matches.
         """
-        from .executor import WorkerCrashed, map_retrying
+        from .executor import WorkerCrashed, map_retrying, worker_count
         from .hashing import in_batches
-        from .partial_pool import workers
 
         work = bind(_match_batch, folder=self._folder, orient=self._orient)
-        for batch, result in map_retrying(self._executor, work, in_batches(paths, workers(self._executor))):
+        for batch, result in map_retrying(self._executor, work, in_batches(paths, worker_count(self._executor))):
             if isinstance(result, WorkerCrashed):
                 yield batch[0], ScanError(batch[0], "partial", CRASHED)
             else:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .cluster import build_groups, keep_key, keep_rule, only_new
-from .executor import Executor, make_executor
+from .executor import Executor, make_executor, worker_count
 from .filetable import FileTable, TableBuilder, low_information_mask
 from .fingerprint import ALGORITHMS, COMPAT_MODES, TRANSFORMS, HashSpec
 from .hashing import Hasher, ProgressCallback, _noop
@@ -191,7 +191,7 @@ def scan(
     if executor is None:
         executor = make_executor(workers, jobs=len(entries))
     hasher = Hasher(
-        spec, cache=cache, executor=executor, workers=getattr(executor, "workers", 1),
+        spec, cache=cache, executor=executor, workers=worker_count(executor),
         progress=progress, roots=settings.roots,
     )
     try:
@@ -259,7 +259,7 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
 
     eligible = np.flatnonzero(~low_information_mask(files)).tolist()
     found = features_for([files.paths[i] for i in eligible], executor=executor,
-                         workers=getattr(executor, "workers", 1), orient=orient, progress=progress)
+                         workers=worker_count(executor), orient=orient, progress=progress)
     features = [None] * len(files)
     for i, f in zip(eligible, found):
         if isinstance(f, Features):
