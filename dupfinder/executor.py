@@ -165,8 +165,7 @@ class LazyExecutor:
     """A process pool started only when work first arrives.
 
     A nightly re-scan of an unchanged tree decodes nothing: it should not
-    pay for starting processes (nor for importing scipy, 0.4 s of a 0.8 s
-    warm scan of 3000 files).
+    pay for starting processes.
 
     >>> ex = LazyExecutor(2)
     >>> ex.started
@@ -189,10 +188,6 @@ class LazyExecutor:
         except StopIteration:
             return
         if self._pool is None:
-            # Forked workers inherit what the parent has imported: scipy's
-            # DCT, which every worker needs, would otherwise cost each 150 ms.
-            import scipy.fftpack  # noqa: F401
-
             self._pool = ProcessExecutor(self.workers)
         yield from self._pool.map_unordered(fn, _chain_first(first, items))
 

@@ -265,3 +265,57 @@ def test_phash_dihedral_variants_are_distinct():
         method = hashes.DIHEDRAL_TRANSPOSE[names[i]]
         expected = hashes.phash(image if method is None else image.transpose(method))
         assert hashes.hamming(words[i], expected) <= DIHEDRAL_TOLERANCE[8], names[i]
+
+
+# ---- the scan's DCT (numpy) against scipy's ---------------------------------
+
+
+@pytest.mark.parametrize("hash_size", [8, 16])
+def test_numpy_dct_gives_the_exact_bits_on_photos(hash_size):
+    # The scan takes phash_dihedral's default (numpy) DCT; on photographs no
+    # coefficient ties the median, so every orientation's bits are scipy's.
+    for path in SAMPLE_FILES:
+        with Image.open(path) as image:
+            image.load()
+            fast, _ = hashes.phash_dihedral(image, hash_size=hash_size)
+            exact, _ = hashes.phash_dihedral(image, hash_size=hash_size, exact=True)
+            assert np.array_equal(fast, exact), path.name
+            assert hashes.to_hex(fast[0]) == str(imagehash.phash(image, hash_size=hash_size))
+
+
+@pytest.mark.parametrize("level", [0, 1, 128, 255])
+@pytest.mark.parametrize("size", [(1, 1), (32, 32), (640, 480)])
+def test_numpy_dct_hashes_flat_images_as_imagehash(level, size):
+    # A blank page: every AC coefficient is zero for scipy, and must be for
+    # the numpy DCT too, or blank pages would hash to noise.
+    image = Image.new("L", size, level)
+    fast, _ = hashes.phash_dihedral(image)
+    assert hashes.to_hex(fast[0]) == str(imagehash.phash(image))
+
+
+@pytest.mark.parametrize("size", SYNTHETIC_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("kind", SYNTHETIC_KINDS + ["mandelbrot"])
+def test_numpy_dct_gives_scipys_zeros_on_symmetric_pictures(kind, size):
+    # Symmetry cancels coefficients: scipy gives exact zeros, and so must the
+    # numpy DCT, or the bits there are rounding noise and a resized copy of a
+    # symmetric logo stops matching. (The Mandelbrot set is symmetric top to
+    # bottom.)
+    if kind == "mandelbrot":
+        image = Image.effect_mandelbrot(size, (-2, -1.5, 1, 1.5), 100)
+    else:
+        image = _synthetic(kind, *size)
+    fast, _ = hashes.phash_dihedral(image)
+    exact, _ = hashes.phash_dihedral(image, exact=True)
+    assert np.array_equal(fast, exact)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), width=st.integers(8, 120), height=st.integers(8, 120))
+def test_numpy_dct_matches_scipy_on_noise(seed, width, height):
+    # (A picture one pixel wide is built to tie: its 32 columns are equal,
+    # so most coefficients are zero and the bits are the rounding's.)
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    fast, _ = hashes.phash_dihedral(image)
+    exact, _ = hashes.phash_dihedral(image, exact=True)
+    assert np.array_equal(fast, exact)

@@ -225,12 +225,18 @@ def test_fingerprint_row0_is_phash_of_the_decoded_image(photos):
 
 
 def test_turn_operator_samples_like_pillow_rotate(photos):
-    from dupfinder.fingerprint import SMALL_TURNS, _inner_scale, _span, _turn_operator
+    from dupfinder.fingerprint import (
+        SMALL_TURNS,
+        _inner_scale,
+        _span,
+        _turn_operator,
+        _turned,
+    )
 
     grey = open_rgb(photos[0]).convert("L").resize((128, 96), Image.Resampling.BOX)
     pixels = np.asarray(grey, dtype=np.float64)
-    matrix, shapes = _turn_operator(96, 128)
-    flat = matrix @ pixels.ravel()
+    shapes = _turn_operator(96, 128)[2]
+    flat = _turned(pixels)
     start = 0
     for degrees, (ch, cw) in zip(SMALL_TURNS, shapes):
         s = _inner_scale(128, 96, degrees)
