@@ -224,6 +224,23 @@ def test_fingerprint_row0_is_phash_of_the_decoded_image(photos):
         assert f.hash == to_hex(phash(decoded.image))
 
 
+def test_compat_imagehash_takes_scipys_dct_for_every_orientation(tmp_path):
+    # A diagonal ramp ties DCT coefficients with the median in its mirrored
+    # and turned hashes: the scan's own (numpy) DCT sets some of those bits
+    # otherwise; --compat imagehash must give ImageHash's (scipy's) bits.
+    from dupfinder import hashes
+
+    y, x = np.mgrid[0:64, 0:64]
+    p = tmp_path / "ramp.png"
+    Image.fromarray(((x + y) * 255 // 126).astype(np.uint8)).save(p)
+    with Image.open(p) as image:
+        exact, _ = hashes.phash_dihedral(image, hash_size=16, exact=True)
+        fast, _ = hashes.phash_dihedral(image, hash_size=16)
+    assert not np.array_equal(exact, fast)  # else this test proves nothing
+    f = fingerprint_file(str(p), HashSpec(hash_size=16, compat="imagehash"))
+    assert f.variants == "".join(hashes.to_hex(w) for w in exact)
+
+
 def test_turn_operator_samples_like_pillow_rotate(photos):
     from dupfinder.fingerprint import (
         SMALL_TURNS,
