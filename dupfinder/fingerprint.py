@@ -177,17 +177,9 @@ def _inner_scale(width: int, height: int, degrees: float) -> float:
 WORK_SIDE = 128
 
 
-@lru_cache(maxsize=512)
-def _dct_basis(n: int, k: int) -> np.ndarray:
-    # The first k DCT-II basis functions sampled at n points: the low
-    # frequencies of an n-pixel line, without resizing it to 32 pixels first.
-    x = (2 * np.arange(n) + 1) * np.pi / (2 * n)
-    return np.cos(np.outer(np.arange(k), x))
-
-
 def _low_dct(pixels: np.ndarray, k: int) -> np.ndarray:
     h, w = pixels.shape
-    return _dct_basis(h, k) @ pixels @ _dct_basis(w, k).T
+    return hashes._dct_basis(h, k) @ pixels @ hashes._dct_basis(w, k).T
 
 
 def _span(lo: float, hi: float, n: int) -> tuple[int, int]:
@@ -205,8 +197,8 @@ def _padded_bases(boxes, h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray
     for p, (left, top, right, bottom) in enumerate(boxes):
         y0, y1 = _span(top, bottom, h)
         x0, x1 = _span(left, right, w)
-        rows[p, :, y0:y1] = _dct_basis(y1 - y0, k)
-        cols[p, :, x0:x1] = _dct_basis(x1 - x0, k)
+        rows[p, :, y0:y1] = hashes._dct_basis(y1 - y0, k)
+        cols[p, :, x0:x1] = hashes._dct_basis(x1 - x0, k)
     return rows, cols.transpose(0, 2, 1).copy()
 
 

@@ -126,12 +126,14 @@ def _dct_low(image, hash_size, highfreq_factor):
 _DCT_ZERO = 1e-9  # a coefficient this small a pixel is a cancellation, not a signal
 
 
-@lru_cache(maxsize=4)
-def _dct_rows(n, k):
-    # The first k rows of scipy's unnormalised DCT-II of n points (2 cos ...).
-    rows = 2 * np.cos(np.pi * np.outer(np.arange(k), 2 * np.arange(n) + 1) / (2 * n))
-    rows.flags.writeable = False
-    return rows
+@lru_cache(maxsize=512)
+def _dct_basis(n, k):
+    # The first k DCT-II basis functions sampled at n points: the low
+    # frequencies of an n-pixel line (scipy's unnormalised DCT is twice this).
+    x = (2 * np.arange(n) + 1) * np.pi / (2 * n)
+    basis = np.cos(np.outer(np.arange(k), x))
+    basis.flags.writeable = False
+    return basis
 
 
 def _dct_low_numpy(image, hash_size):
@@ -140,8 +142,8 @@ def _dct_low_numpy(image, hash_size):
     # sum, as scipy's; the AC are taken from the pixels less their mean.
     n = hash_size * 4
     pixels = _gray(image, n, n).astype(np.float64)
-    rows = _dct_rows(n, hash_size)
-    block = rows @ (pixels - pixels.mean()) @ rows.T
+    basis = _dct_basis(n, hash_size)
+    block = 4 * (basis @ (pixels - pixels.mean()) @ basis.T)
     # Where a picture's symmetry cancels a coefficient (a blank page, a
     # mirror-symmetric logo, a two-tone banner) scipy's FFT gives an exact
     # zero and the products leave rounding (1e-10); left so, the bits there
