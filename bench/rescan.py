@@ -29,6 +29,7 @@ How to run (from anywhere)
     /tmp/venv/bin/python bench/rescan.py                        # sample_images/originals
     /tmp/venv/bin/python bench/rescan.py /work/shared/photos    # the fuller figures
     options: --files N (default 5000), --changed-percent P (default 1),
+             --partial (every scan with --partial: local features cached too),
              --workdir DIR (default: a temporary folder, removed afterwards),
              --keep (keep the work folder), --profile (always profile),
              --live (see below), --seed S
@@ -217,10 +218,14 @@ def rewrite(path: Path) -> None:
 # -- scans ------------------------------------------------------------------------
 
 
+# --partial: every scan also finds partial copies (local features, cached too).
+PARTIAL: list[str] = []
+
+
 def scan_cmd(tree: Path, cache: Path, report: Path) -> list[str]:
     return [
         sys.executable, "-m", "dupfinder", "scan", str(tree),
-        "-q", "-f", "json", "-o", str(report), "--cache", str(cache),
+        "-q", "-f", "json", "-o", str(report), "--cache", str(cache), *PARTIAL,
     ]
 
 
@@ -311,7 +316,12 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-repeat", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--live", action="store_true", help="run the working tree's dupfinder/, not a snapshot")
+    ap.add_argument("--partial", action="store_true",
+                    help="scan with --partial: the warm scans read the local features from the cache too"
+                         " (the 20x goal is the default scan's; --partial still searches and verifies every night)")
     args = ap.parse_args(argv)
+    if args.partial:
+        PARTIAL.append("--partial")
 
     workers = os.cpu_count() or 1
     print("== dupfinder re-scan benchmark (issue 3) ==")
@@ -319,6 +329,7 @@ def main(argv=None) -> int:
         print(line)
     photos = list_photos(Path(args.photos))
     print(f"photos: {args.photos} ({len(photos)} files)")
+    print(f"scans: dupfinder scan{' --partial' if args.partial else ''} (the same in every run)")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes share this machine)")
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dupfinder-rescan-"))
@@ -387,7 +398,11 @@ def main(argv=None) -> int:
             )
         ratio = cold["wall"] / warm["wall"]
         print()
-        print(f"cold/warm wall ratio: {ratio:.1f}x (goal >= {GOAL_RATIO:.0f}x): {'met' if ratio >= GOAL_RATIO else 'MISSED'}")
+        if args.partial:  # issue 3's goal is the default scan's
+            print(f"cold/warm wall ratio: {ratio:.1f}x (--partial: no goal; the default scan's is {GOAL_RATIO:.0f}x)")
+        else:
+            print(f"cold/warm wall ratio: {ratio:.1f}x (goal >= {GOAL_RATIO:.0f}x): "
+                  f"{'met' if ratio >= GOAL_RATIO else 'MISSED'}")
         print(f"cold/warm CPU ratio: {cold['cpu'] / warm['cpu']:.1f}x (CPU of the scan and its workers; "
               f"less sensitive to other load on the machine)")
         print(f"cold/after-change wall ratio: {cold['wall'] / after['wall']:.1f}x")
@@ -399,7 +414,7 @@ def main(argv=None) -> int:
         print(f"decoded after the change: {after['counts'].get('decoded')} (goal exactly {n_changed}): "
               f"{'met' if after['counts'].get('decoded') == n_changed else 'MISSED'}")
 
-        if args.profile or ratio < GOAL_RATIO:
+        if args.profile or (ratio < GOAL_RATIO and not args.partial):
             print()
             why = "goal missed" if ratio < GOAL_RATIO else "--profile"
             print(f"profile of a warm scan ({why}):")

@@ -1,6 +1,6 @@
 """The SQLite hash cache: the second night hashes only what changed.
 
-One database file holds four tables:
+One database file holds five tables:
 
 * ``files``: what each path looked like when it was hashed (size,
   ``st_mtime_ns``) and the digest of its bytes. An entry is trusted only
@@ -11,6 +11,10 @@ One database file holds four tables:
   too, so it is not retried every night; it is retried once it changes.
   Keying by content means a renamed or moved file is found again by its
   digest (reading bytes costs ~1% of decoding them) and never decoded twice.
+* ``features``: the local features of ``scan --partial`` (about 50 KB a
+  file), keyed like ``results`` by content digest and by
+  :func:`dupfinder.partial_features.features_key`: a nightly ``--partial``
+  scan computes them only for new and changed files.
 * ``scans``: one row per scan (roots, settings, start and end time), so
   ``--new-since last`` knows when the last completed scan of the same roots
   began.
@@ -79,6 +83,12 @@ CREATE TABLE IF NOT EXISTS results (
     extras TEXT,
     PRIMARY KEY (digest, spec)
 );
+CREATE TABLE IF NOT EXISTS features (
+    digest BLOB NOT NULL,
+    spec TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (digest, spec)
+);
 CREATE TABLE IF NOT EXISTS scans (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     roots TEXT NOT NULL,
@@ -97,6 +107,9 @@ CREATE TABLE IF NOT EXISTS ignored (
     UNIQUE (a, b)
 );
 """
+
+
+_FEATURES_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS features") : _SCHEMA.index("CREATE TABLE IF NOT EXISTS scans")]
 
 
 class CacheBusyError(RuntimeError):
@@ -229,6 +242,10 @@ class Cache:
             db = self._connect()
             version = self._schema_version(db)
             if version == SCHEMA_VERSION:
+                # A cache made before the features table existed gains it:
+                # the table is new, nothing else changed (no rebuild).
+                if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'features'").fetchone():
+                    db.executescript(_FEATURES_TABLE)
                 return db
             if version is None:
                 self._create(db)
@@ -386,6 +403,16 @@ class Cache:
             ),
         )
 
+    def lookup_features(self, digest: bytes, *, spec: str) -> bytes | None:
+        """The local features (``--partial``) stored for some content, as :meth:`Features.to_bytes` wrote them."""
+        row = self.db.execute("SELECT data FROM features WHERE digest = ? AND spec = ?", (digest, spec)).fetchone()
+        return row[0] if row else None
+
+    def put_features(self, digest: bytes, spec: str, data: bytes) -> None:
+        """Store the local features of some content (about 50 KB)."""
+        self._begin()
+        self.db.execute("INSERT OR REPLACE INTO features (digest, spec, data) VALUES (?, ?, ?)", (digest, spec, data))
+
     def added_at(self, paths: Iterable[str]) -> dict[str, float]:
         """When each path was first recorded with its current content."""
         out = {}
@@ -472,9 +499,8 @@ class Cache:
         self._begin()
         for p in gone:
             self.db.execute("DELETE FROM files WHERE path = ?", (p,))
-        self.db.execute(
-            "DELETE FROM results WHERE digest NOT IN (SELECT digest FROM files)"
-        )
+        for table in ("results", "features"):
+            self.db.execute(f"DELETE FROM {table} WHERE digest NOT IN (SELECT digest FROM files)")
         self.commit()
         return len(gone)
 

@@ -10,6 +10,7 @@ mirrored points, and a small grey thumbnail (about 50 KB a file).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -29,6 +30,7 @@ __all__ = [
     "file_features",
     "features_batch",
     "features_for",
+    "features_key",
     "or_empty",
     "partial_error",
 ]
@@ -71,6 +73,9 @@ FAST_THRESHOLD = 15
 LEVELS = 8
 LEVEL_SCALE = 1.2
 THUMB_SIDE = 128
+# Bump when the features a file gets change in a way the settings in
+# features_key do not name, so that cached ones stop matching.
+FEATURES_VERSION = 1
 
 
 def require_opencv():
@@ -91,6 +96,18 @@ def require_opencv():
         # before any worker is forked, it is inherited, never reset.
         cv2.setNumThreads(1)
     return cv2
+
+
+def features_key(*, orient: bool = True) -> str:
+    """What cached features are stored under: every setting that changes them, and OpenCV's version.
+
+    >>> features_key().startswith("orb:v")
+    True
+    """
+    cv2 = require_opencv()
+    return (f"orb:v{FEATURES_VERSION}:side{FEATURE_SIDE}:n{N_FEATURES}x{OVERSAMPLE}:pool{BASE_POOL}/{BASE_SHARE}:"
+            f"cells{GRID_CELL}/{FINE_CELL}:fast{FAST_THRESHOLD}:levels{LEVELS}/{LEVEL_SCALE}:thumb{THUMB_SIDE}:"
+            f"{'oriented' if orient else 'as-stored'}:opencv{cv2.__version__}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,10 +133,49 @@ class Features:
     def __len__(self) -> int:
         return len(self.points)
 
+    def to_bytes(self) -> bytes:
+        """The features without the path, as the cache stores them (about 50 KB).
+
+        >>> from PIL import Image
+        >>> f = image_features(Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100))
+        >>> g = Features.from_bytes("a.png", f.to_bytes())
+        >>> np.array_equal(g.descriptors, f.descriptors), g.thumb.shape == f.thumb.shape, g.path
+        (True, True, 'a.png')
+        """
+        head = _HEAD.pack(_MAGIC, self.width, self.height, self.scale, len(self.points), *self.thumb.shape)
+        arrays = (
+            np.ascontiguousarray(self.points, np.float32), np.ascontiguousarray(self.descriptors, np.uint8),
+            np.ascontiguousarray(self.mirrored, np.uint8), np.ascontiguousarray(self.thumb, np.uint8),
+        )
+        return head + b"".join(a.tobytes() for a in arrays)
+
+    @classmethod
+    def from_bytes(cls, path: str, data: bytes) -> Features:
+        """Features stored by :meth:`to_bytes`; ValueError if ``data`` is not such a record."""
+        if len(data) < _HEAD.size:
+            raise ValueError("not a stored Features record (too short)")
+        magic, width, height, scale, n, th, tw = _HEAD.unpack_from(data)
+        sizes = (8 * n, 32 * n, 32 * n, th * tw)
+        if magic != _MAGIC or len(data) != _HEAD.size + sum(sizes):
+            raise ValueError("not a stored Features record (bad header or length)")
+        buf = memoryview(data)[_HEAD.size:]
+        points, descriptors, mirrored, thumb = (
+            np.frombuffer(buf[start : start + size], dtype)
+            for start, size, dtype in zip(np.cumsum((0, *sizes[:-1])).tolist(), sizes,
+                                          (np.float32, np.uint8, np.uint8, np.uint8))
+        )
+        return cls(path, width, height, scale, points.reshape(n, 2), descriptors.reshape(n, 32),
+                   mirrored.reshape(n, 32), thumb.reshape(th, tw))
+
     @property
     def size(self) -> tuple[float, float]:
         """The feature image's width and height."""
         return self.width * self.scale, self.height * self.scale
+
+
+# The record to_bytes writes: magic, width, height, scale, keypoints, thumb height and width.
+_MAGIC = b"DFF1"
+_HEAD = struct.Struct("<4sIIdIII")
 
 
 def or_empty(features: Sequence[Features | None]) -> list[Features]:

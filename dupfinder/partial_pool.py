@@ -25,7 +25,7 @@ from .executor import WorkerCrashed
 from .partial_features import Features, PartialMatch
 from .partial_table import FeatureTable, writing_to
 from .partial_verify import verify
-from .partial_votes import N_POSITIONS, merge_votes, votes_at
+from .partial_votes import N_POSITIONS, merge_votes, packed, votes_at
 
 __all__ = ["POOL_MIN_CANDIDATES", "POOL_MIN_KEYPOINTS", "VERIFY_BATCH", "SharedFeatures", "Task", "shared",
            "verify_task"]
@@ -82,13 +82,15 @@ class SharedFeatures:
 
         A position whose worker died is counted again in this process.
         """
-        parts = []
         work = bind(_vote_task, folder=self._folder)
-        for position, result in self._executor.map_unordered(work, range(N_POSITIONS)):
-            if isinstance(result, WorkerCrashed):
-                result = _vote_task(position, folder=self._folder, keep=False)
-            parts.append(result)
-        return merge_votes(parts)
+
+        def parts():
+            for position, result in self._executor.map_unordered(work, range(N_POSITIONS)):
+                if isinstance(result, WorkerCrashed):
+                    result = _vote_task(position, folder=self._folder, keep=False)
+                yield result
+
+        return merge_votes(parts())
 
     def verify(self, batches: Iterable[tuple[object, list[Task]]]) -> Iterator[tuple[tuple, list | None]]:
         """``((key, tasks), results)`` for each batch ``(key, tasks)``; results None if its worker died.
@@ -141,11 +143,12 @@ def _table(folder: str, *, keep: bool = True) -> FeatureTable:
     return table
 
 
-def _vote_task(position: int, *, folder: str, keep: bool = True) -> tuple[np.ndarray, ...]:
-    """The work of one worker: the votes through one word position, the files against their mirrors."""
+def _vote_task(position: int, *, folder: str, keep: bool = True) -> np.ndarray:
+    """The work of one worker: the votes through one word position, the files against their mirrors (packed)."""
     table = _table(folder, keep=keep)
     owner, point = table.owners()
-    return votes_at((table.descriptors, owner, point), [(table.mirrored, owner, point, True)], position, within=True)
+    return packed(votes_at((table.descriptors, owner, point), [(table.mirrored, owner, point, True)], position,
+                           within=True))
 
 
 def _verify_batch(batch: tuple[object, list[Task]], *, folder: str) -> list[PartialMatch | None]:

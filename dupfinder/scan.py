@@ -197,7 +197,7 @@ def scan(
     try:
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
-        features = _partial_features(files, executor, orient, progress, errors) if partial else None
+        features = _partial_features(files, executor, orient, progress, errors, cache) if partial else None
         links = _partial_links(features, executor, progress) if partial else None
     finally:
         if own_executor:
@@ -250,23 +250,56 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list) -> list:
+def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list, cache=None) -> list:
     """Local features of each file (None for blank, flat or tiny ones: they match only identical files).
 
-    A file whose worker died on its features goes to ``errors`` (stage ``partial``).
+    A file whose worker died on its features goes to ``errors`` (stage
+    ``partial``). With a cache, features stored for a file's content are
+    read back and only the others computed (then stored), so a nightly
+    ``--partial`` scan decodes only new and changed files twice.
     """
     from .partial import Features, features_for
+    from .partial_features import features_key
 
     eligible = np.flatnonzero(~low_information_mask(files)).tolist()
-    found = features_for([files.paths[i] for i in eligible], executor=executor,
+    features: list = [None] * len(files)
+    key = features_key(orient=orient) if cache is not None else None
+    todo = []
+    for i in eligible:
+        stored = cache.lookup_features(files.digest[i].tobytes(), spec=key) if cache and files.has_digest[i] else None
+        try:
+            features[i] = Features.from_bytes(files.paths[i], stored) if stored is not None else None
+        except ValueError:  # a damaged record is recomputed and replaced
+            features[i] = None
+        if features[i] is None:
+            todo.append(i)
+    found = features_for([files.paths[i] for i in todo], executor=executor,
                          workers=worker_count(executor), orient=orient, progress=progress)
-    features = [None] * len(files)
-    for i, f in zip(eligible, found):
+    stored = 0
+    for i, f in zip(todo, found):
         if isinstance(f, Features):
             features[i] = f
+            if cache is not None and files.has_digest[i] and _unchanged(files, i):
+                cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
+                stored += 1
+                if stored % Hasher.BATCH_FILES == 0:  # batches, like the hashes: a WAL of MBs, not GBs
+                    cache.commit()
         elif f is not None:
             errors.append(f)
+    if cache is not None:
+        cache.commit()
     return features
+
+
+def _unchanged(files: FileTable, i: int) -> bool:
+    # Features are stored under the digest of the bytes hashed a moment ago:
+    # only if the file still has that size and time were they read from them.
+    row = files[i]
+    try:
+        st = os.stat(row.path)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
 
 def _partial_links(features: list, executor, progress):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 pytest.importorskip("cv2")
@@ -22,6 +24,7 @@ from dupfinder.cli import ExitStatus, main  # noqa: E402
 from dupfinder.match import build_reference, match  # noqa: E402
 from dupfinder.models import UsageError  # noqa: E402
 from dupfinder.partial import (  # noqa: E402
+    Features,
     PartialMatch,
     find_partial,
     image_features,
@@ -251,15 +254,113 @@ def test_the_default_scan_imports_neither_opencv_nor_the_partial_module(partial_
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_a_cached_rescan_gives_the_same_partial_groups(partial_tree, tmp_path):
-    # Hashes come from the cache the second time; features are computed again.
+def _counting_features(monkeypatch) -> list:
+    # Every file whose local features are computed (in process: workers=0).
+    import dupfinder.partial_features as pf
+
+    seen: list[str] = []
+    real = pf.file_features
+
+    def counting(path, **kw):
+        seen.append(Path(path).name)
+        return real(path, **kw)
+
+    monkeypatch.setattr(pf, "file_features", counting)
+    return seen
+
+
+def test_a_cached_rescan_computes_no_features_and_gives_the_same_groups(partial_tree, tmp_path, monkeypatch):
+    from dupfinder.cache import Cache
+
+    computed = _counting_features(monkeypatch)
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        first = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        assert sorted(computed) == sorted(p.name for p in partial_tree.iterdir())
+        computed.clear()
+        again = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+    assert computed == []
+    assert again.counts["cached"] == len(again.files)
+    assert first.groups == again.groups
+    assert first.groups == dupfinder.scan([partial_tree], workers=0, partial=True).groups
+
+
+def test_only_a_changed_file_gets_new_features(partial_tree, tmp_path, monkeypatch):
+    from dupfinder.cache import Cache
+
+    computed = _counting_features(monkeypatch)
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        # cropped.jpg now shows another part of p0005: its box must move.
+        crop(photo("p0005"), (0, 30, 250, 235)).save(partial_tree / "cropped.jpg", quality=90)
+        os.utime(partial_tree / "cropped.jpg", ns=(1, 10**18))
+        computed.clear()
+        again = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+    assert computed == ["cropped.jpg"]
+    member = next(m for g in again.groups for m in g.members if m.path.endswith("cropped.jpg"))
+    assert member.transform == "crop" and close(member.box, (0, 30, 250, 235)), member
+    assert again.groups == dupfinder.scan([partial_tree], workers=0, partial=True).groups
+
+
+def test_damaged_cached_features_are_computed_again(partial_tree, tmp_path, monkeypatch):
+    from dupfinder.cache import Cache
+
+    computed = _counting_features(monkeypatch)
+    path = str(tmp_path / "cache.sqlite")
+    with Cache(path) as cache:
+        first = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        cache.db.execute("UPDATE features SET data = substr(data, 1, 100)")
+        cache.commit()
+        computed.clear()
+        again = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        assert sorted(computed) == sorted(p.name for p in partial_tree.iterdir())
+        computed.clear()
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+    assert computed == []  # the damaged records were replaced
+    assert again.groups == first.groups
+
+
+def test_features_of_removed_files_leave_the_cache(partial_tree, tmp_path):
     from dupfinder.cache import Cache
 
     with Cache(str(tmp_path / "cache.sqlite")) as cache:
-        first = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        def count():
+            return cache.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+
+        assert count() == 5
+        (partial_tree / "screenshot.jpg").unlink()
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        assert count() == 4
+
+
+def test_a_cache_made_before_the_features_table_gains_it(partial_tree, tmp_path):
+    # Caches written by earlier versions have the same schema less this
+    # table: they are opened as they are (their hashes kept), not rebuilt.
+    import sqlite3
+
+    from dupfinder.cache import Cache
+
+    path = str(tmp_path / "cache.sqlite")
+    with Cache(path) as cache:
+        dupfinder.scan([partial_tree], workers=0, cache=cache)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE features")
+    with Cache(path) as cache:
         again = dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
-    assert again.counts["cached"] == len(again.files)
-    assert first.groups == again.groups
+    assert again.counts["cached"] == len(again.files) == 5
+    assert not list(tmp_path.glob("cache.sqlite.broken-*"))
+
+
+def test_stored_features_round_trip_and_bad_records_are_refused():
+    f = image_features(photo("p0005"))
+    g = Features.from_bytes("x.jpg", f.to_bytes())
+    for name in ("points", "descriptors", "mirrored", "thumb"):
+        assert np.array_equal(getattr(f, name), getattr(g, name)), name
+    assert (g.path, g.width, g.height, g.scale) == ("x.jpg", f.width, f.height, f.scale)
+    data = f.to_bytes()
+    for bad in (b"", data[:10], data[:-1], data + b"\0", b"XXXX" + data[4:]):
+        with pytest.raises(ValueError):
+            Features.from_bytes("x.jpg", bad)
 
 
 def test_an_ignored_pair_is_not_grouped_by_its_partial_match(partial_tree, tmp_path):
@@ -542,3 +643,30 @@ def test_a_file_that_vanishes_after_hashing_is_an_error_row_of_the_partial_stage
     assert "cropped.jpg" in {Path(f.path).name for f in result.files}  # it was hashed
     grouped = {Path(m.path).name for g in result.groups for m in g.members}
     assert {"p0020.jpg", "screenshot.jpg"} <= grouped and "cropped.jpg" not in grouped
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 2**21 - 1), st.integers(0, 2**21 - 1), st.booleans(),
+                                   st.integers(0, 1023), st.integers(0, 1023)), max_size=30), max_size=8))
+def test_merged_votes_are_every_distinct_match_in_order(parts):
+    # Each position's matches are packed in one word; merging keeps each
+    # distinct match once, sorted by (i, j, mirrored, ki, kj) as the
+    # grouping of candidate pairs expects.
+    from dupfinder.partial_votes import merge_votes, packed
+
+    def columns(rows):
+        return tuple(np.array([r[c] for r in rows], dtype=bool if c == 2 else np.int64) for c in range(5))
+
+    merged = merge_votes(packed(columns(rows)) for rows in parts)
+    expected = sorted({r for rows in parts for r in rows})
+    assert list(zip(*(a.tolist() for a in merged))) == expected
+
+
+def test_votes_beyond_the_packed_range_are_a_clear_error():
+    from dupfinder.partial_votes import MAX_FILES, packed
+
+    one = np.array([0])
+    with pytest.raises(UsageError, match="files of up to"):
+        packed((np.array([MAX_FILES]), one, one.astype(bool), one, one))
+    with pytest.raises(UsageError):
+        packed((one, one, one.astype(bool), np.array([1024]), one))
