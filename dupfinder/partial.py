@@ -64,6 +64,7 @@ __all__ = [
     "FEATURE_SIDE",
     "N_FEATURES",
     "Features",
+    "SameBytes",
     "PartialMatch",
     "require_opencv",
     "image_features",
@@ -176,6 +177,45 @@ class Relations(Mapping):
             if found is not None:
                 self._found.update(relations([found]))
                 return
+
+
+class SameBytes(Mapping):
+    """Relations among files some of which are byte-for-byte copies: a copy answers as its first file.
+
+    ``first[i]`` is the first file with file i's bytes (i itself for most);
+    ``relations`` were found among first files only. Two copies of one
+    content are not a partial copy of each other: their hashes are equal,
+    which groups them. Iterating gives the pairs of first files; grouping
+    needs no more, since every copy joins its first file by its hash.
+
+    >>> rel = SameBytes({(0, 2): ("crop", (0, 0, 5, 5))}, [0, 0, 2])
+    >>> rel[1, 2], (0, 1) in rel, list(rel)
+    (('crop', (0, 0, 5, 5)), False, [(0, 2)])
+    """
+
+    def __init__(self, relations: Mapping, first):
+        self._relations = relations
+        self._first = first
+
+    def _firsts(self, key) -> tuple[int, int] | None:
+        a, b = (int(self._first[k]) for k in key)
+        return None if a == b else (a, b)
+
+    def __getitem__(self, key):
+        pair = self._firsts(key)
+        if pair is None:
+            raise KeyError(key)
+        return self._relations[pair]
+
+    def __contains__(self, key) -> bool:
+        pair = self._firsts(key)
+        return pair is not None and pair in self._relations
+
+    def __iter__(self):
+        return iter(self._relations)
+
+    def __len__(self) -> int:
+        return len(self._relations)
 
 
 def partial_relations(features: Sequence[Features | None], *, executor=None, progress=None) -> Relations:

@@ -197,8 +197,10 @@ def scan(
     try:
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
-        features = _partial_features(files, executor, orient, progress, errors, cache) if partial else None
-        links = _partial_links(features, executor, progress) if partial else None
+        links = None
+        if partial:
+            features, first = _partial_features(files, executor, orient, progress, errors, cache)
+            links = _partial_links(features, first, executor, progress)
     finally:
         if own_executor:
             executor.close()
@@ -250,22 +252,33 @@ def _settings_dict(settings: ScanSettings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list, cache=None) -> list:
-    """Local features of each file (None for blank, flat or tiny ones: they match only identical files).
+def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list,
+                      cache=None) -> tuple[list, np.ndarray]:
+    """Local features of each file, and for each file the first file with the same bytes.
 
-    A file whose worker died on its features goes to ``errors`` (stage
-    ``partial``). With a cache, features stored for a file's content are
-    read back and only the others computed (then stored), so a nightly
-    ``--partial`` scan decodes only new and changed files twice.
+    Features are None for blank, flat or tiny files (they match only
+    identical files) and for byte-for-byte copies of an earlier file: a
+    content is decoded and matched once, however many copies a library
+    keeps (see :class:`dupfinder.partial.SameBytes`). A file whose worker
+    died on its features goes to ``errors`` (stage ``partial``). With a
+    cache, features stored for a file's content are read back and only the
+    others computed (then stored), so a nightly ``--partial`` scan decodes
+    only new and changed files twice.
     """
     from .partial import Features, features_for
     from .partial_features import features_key
 
     eligible = np.flatnonzero(~low_information_mask(files)).tolist()
     features: list = [None] * len(files)
+    first = np.arange(len(files))
+    seen: dict[bytes, int] = {}
     key = features_key(orient=orient) if cache is not None else None
     todo = []
     for i in eligible:
+        if files.has_digest[i]:
+            first[i] = seen.setdefault(files.digest[i].tobytes(), i)
+            if first[i] != i:
+                continue
         stored = cache.lookup_features(files.digest[i].tobytes(), spec=key) if cache and files.has_digest[i] else None
         try:
             features[i] = Features.from_bytes(files.paths[i], stored) if stored is not None else None
@@ -288,7 +301,7 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
             errors.append(f)
     if cache is not None:
         cache.commit()
-    return features
+    return features, first
 
 
 def _unchanged(files: FileTable, i: int) -> bool:
@@ -302,11 +315,12 @@ def _unchanged(files: FileTable, i: int) -> bool:
     return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
 
 
-def _partial_links(features: list, executor, progress):
+def _partial_links(features: list, first: np.ndarray, executor, progress):
     """``(i, j) -> (what file j is to file i, box)`` for the verified partial copies (a lazy Mapping)."""
-    from .partial import partial_relations
+    from .partial import SameBytes, partial_relations
 
-    return partial_relations(features, executor=executor, progress=progress)
+    links = partial_relations(features, executor=executor, progress=progress)
+    return SameBytes(links, first) if (first != np.arange(len(first))).any() else links
 
 
 def collect(items: Iterable[HashedFile | ScanError], errors: list[ScanError], *, capacity: int = 1024) -> FileTable:

@@ -301,6 +301,23 @@ def test_only_a_changed_file_gets_new_features(partial_tree, tmp_path, monkeypat
     assert again.groups == dupfinder.scan([partial_tree], workers=0, partial=True).groups
 
 
+def test_byte_for_byte_copies_are_matched_once_and_answer_as_their_first_file(partial_tree, monkeypatch):
+    shutil.copyfile(partial_tree / "cropped.jpg", partial_tree / "cropped_copy.jpg")
+    shutil.copyfile(partial_tree / "p0020.jpg", partial_tree / "p0020_copy.jpg")
+    computed = _counting_features(monkeypatch)
+    result = dupfinder.scan([partial_tree], workers=0, partial=True)
+    assert sorted(computed) == ["cropped.jpg", "p0005.jpg", "p0020.jpg", "p0031.jpg", "screenshot.jpg"]
+    groups = {tuple(sorted(Path(m.path).name for m in g.members)): g for g in result.groups}
+    assert set(groups) == {("cropped.jpg", "cropped_copy.jpg", "p0005.jpg"),
+                           ("p0020.jpg", "p0020_copy.jpg", "screenshot.jpg")}
+    crops = [m for m in groups["cropped.jpg", "cropped_copy.jpg", "p0005.jpg"].members if not m.keep]
+    assert [(m.transform, close(m.box, (70, 10, 320, 215))) for m in crops] == [("crop", True)] * 2
+    shot = groups["p0020.jpg", "p0020_copy.jpg", "screenshot.jpg"]
+    assert shot.keep.path.endswith("screenshot.jpg")
+    inside = [m for m in shot.members if not m.keep]
+    assert [(m.transform, close(m.box, (80, 100, 400, 340), tolerance=6)) for m in inside] == [("crop+mirror", True)] * 2
+
+
 def test_damaged_cached_features_are_computed_again(partial_tree, tmp_path, monkeypatch):
     from dupfinder.cache import Cache
 
