@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
 # entries stop matching instead of mixing with new ones.
-HASH_VERSION = 6
+HASH_VERSION = 7  # 7: pHash's DCT in numpy (bits differ only where coefficients tie)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -161,7 +161,7 @@ def spec_key(algorithm: str, hash_size: int, decode: str) -> str:
     """The part of a result's key that names how it was computed.
 
     >>> spec_key("phash", 8, "orient")
-    'phash:8:orient:v6'
+    'phash:8:orient:v7'
     """
     return f"{algorithm}:{hash_size}:{decode}:v{HASH_VERSION}"
 
@@ -196,8 +196,10 @@ class Cache:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             if lock:
                 self._take_lock()
+        self._features = True  # whether the features table is there to use
         try:
             self.db = self._open()
+            self._add_features_table()
         except BaseException:
             self._release_lock()
             raise
@@ -242,10 +244,6 @@ class Cache:
             db = self._connect()
             version = self._schema_version(db)
             if version == SCHEMA_VERSION:
-                # A cache made before the features table existed gains it:
-                # the table is new, nothing else changed (no rebuild).
-                if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'features'").fetchone():
-                    db.executescript(_FEATURES_TABLE)
                 return db
             if version is None:
                 self._create(db)
@@ -264,6 +262,17 @@ class Cache:
         db = self._connect()
         self._create(db)
         return db
+
+    def _add_features_table(self) -> None:
+        # A cache made before the features table existed gains it: the table
+        # is new, nothing else changed, so no rebuild. If it cannot be added
+        # now (another process is writing, the file is read-only), the
+        # hashes are still good: features are just not cached this time.
+        try:
+            if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'features'").fetchone():
+                self.db.executescript(_FEATURES_TABLE)
+        except sqlite3.OperationalError:
+            self._features = False
 
     @staticmethod
     def _schema_version(db: sqlite3.Connection) -> int | None:
@@ -405,13 +414,24 @@ class Cache:
 
     def lookup_features(self, digest: bytes, *, spec: str) -> bytes | None:
         """The local features (``--partial``) stored for some content, as :meth:`Features.to_bytes` wrote them."""
+        if not self._features:
+            return None
         row = self.db.execute("SELECT data FROM features WHERE digest = ? AND spec = ?", (digest, spec)).fetchone()
         return row[0] if row else None
 
     def put_features(self, digest: bytes, spec: str, data: bytes) -> None:
         """Store the local features of some content (about 50 KB)."""
+        if self._features:
+            self._begin()
+            self.db.execute("INSERT OR REPLACE INTO features (digest, spec, data) VALUES (?, ?, ?)",
+                            (digest, spec, data))
+
+    def forget_features(self, *, other_than: str) -> int:
+        """Drop features stored under any other key (older settings, another OpenCV): they are never read again."""
+        if not self._features:
+            return 0
         self._begin()
-        self.db.execute("INSERT OR REPLACE INTO features (digest, spec, data) VALUES (?, ?, ?)", (digest, spec, data))
+        return self.db.execute("DELETE FROM features WHERE spec != ?", (other_than,)).rowcount
 
     def added_at(self, paths: Iterable[str]) -> dict[str, float]:
         """When each path was first recorded with its current content."""
@@ -499,7 +519,7 @@ class Cache:
         self._begin()
         for p in gone:
             self.db.execute("DELETE FROM files WHERE path = ?", (p,))
-        for table in ("results", "features"):
+        for table in ("results", "features") if self._features else ("results",):
             self.db.execute(f"DELETE FROM {table} WHERE digest NOT IN (SELECT digest FROM files)")
         self.commit()
         return len(gone)

@@ -187,6 +187,13 @@ def scan(
                 new_since = 0.0  # no earlier scan: everything is new
 
     entries, errors = walk_entries(settings, progress)
+    if partial:
+        from .partial_votes import MAX_FILES
+
+        if len(entries) >= MAX_FILES:  # say so now, not after hours of hashing
+            msg = (f"--partial matches up to {MAX_FILES - 1} files at once and this tree has {len(entries)}; "
+                   "scan its folders in parts, or without --partial")
+            raise UsageError(msg)
     own_executor = executor is None
     if executor is None:
         executor = make_executor(workers, jobs=len(entries))
@@ -259,8 +266,9 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
     Features are None for blank, flat or tiny files (they match only
     identical files) and for byte-for-byte copies of an earlier file: a
     content is decoded and matched once, however many copies a library
-    keeps (see :class:`dupfinder.partial.SameBytes`). A file whose worker
-    died on its features goes to ``errors`` (stage ``partial``). With a
+    keeps (see :class:`dupfinder.partial.SameBytes`); if that file fails (it
+    vanished or changed since it was hashed), the next copy stands in. A
+    file whose features fail goes to ``errors`` (stage ``partial``). With a
     cache, features stored for a file's content are read back and only the
     others computed (then stored), so a nightly ``--partial`` scan decodes
     only new and changed files twice.
@@ -268,37 +276,51 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
     from .partial import Features, features_for
     from .partial_features import features_key
 
-    eligible = np.flatnonzero(~low_information_mask(files)).tolist()
     features: list = [None] * len(files)
     first = np.arange(len(files))
-    seen: dict[bytes, int] = {}
-    key = features_key(orient=orient) if cache is not None else None
+    copies: dict[int, list[int]] = {}  # first file -> its later copies
+    key = None
+    if cache is not None:
+        key = features_key(orient=orient)
+        cache.forget_features(other_than=key)  # older settings or OpenCV: never read again
     todo = []
-    for i in eligible:
-        if files.has_digest[i]:
-            first[i] = seen.setdefault(files.digest[i].tobytes(), i)
+    for i in np.flatnonzero(~low_information_mask(files)).tolist():
+        digest = files.digest[i].tobytes() if files.has_digest[i] else None
+        if digest is not None:
+            first[i] = copies.setdefault(digest, [i])[0]
             if first[i] != i:
+                copies[digest].append(i)
                 continue
-        stored = cache.lookup_features(files.digest[i].tobytes(), spec=key) if cache and files.has_digest[i] else None
+        stored = cache.lookup_features(digest, spec=key) if cache is not None and digest is not None else None
         try:
             features[i] = Features.from_bytes(files.paths[i], stored) if stored is not None else None
         except ValueError:  # a damaged record is recomputed and replaced
             features[i] = None
         if features[i] is None:
             todo.append(i)
-    found = features_for([files.paths[i] for i in todo], executor=executor,
-                         workers=worker_count(executor), orient=orient, progress=progress)
+    later = {group[0]: group[1:] for group in copies.values() if len(group) > 1}
     stored = 0
-    for i, f in zip(todo, found):
-        if isinstance(f, Features):
-            features[i] = f
-            if cache is not None and files.has_digest[i] and _unchanged(files, i):
-                cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
-                stored += 1
-                if stored % Hasher.BATCH_FILES == 0:  # batches, like the hashes: a WAL of MBs, not GBs
-                    cache.commit()
-        elif f is not None:
-            errors.append(f)
+    while todo:
+        found = features_for([files.paths[i] for i in todo], executor=executor,
+                             workers=worker_count(executor), orient=orient, progress=progress)
+        retry = []
+        for i, f in zip(todo, found):
+            if isinstance(f, Features):
+                features[i] = f
+                if cache is not None and files.has_digest[i] and _unchanged(files, i):
+                    cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
+                    stored += 1
+                    if stored % Hasher.BATCH_FILES == 0:  # batches, like the hashes: a WAL of MBs, not GBs
+                        cache.commit()
+                continue
+            if f is not None:
+                errors.append(f)
+            rest = later.pop(i, [])
+            if rest:  # the next copy stands in for the content; the failed file keeps no matches
+                first[rest] = rest[0]
+                later[rest[0]] = rest[1:]
+                retry.append(rest[0])
+        todo = retry
     if cache is not None:
         cache.commit()
     return features, first

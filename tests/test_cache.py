@@ -337,3 +337,30 @@ def test_output_date_pattern_and_log_file(tree, tmp_path):
     (made,) = (tmp_path / "reports").iterdir()
     assert made.name == time.strftime("dups-%Y-%m-%d.csv")
     assert "bad.png: open: not an image file" in log.read_text()
+
+
+def test_a_busy_old_cache_is_opened_as_it_is_not_moved_aside(tmp_path):
+    # An older cache lacks the features table; adding it needs a write. If
+    # another process is writing just then, the cache is still good: open it
+    # (features are not cached this time), never treat it as damaged.
+    path = tmp_path / "cache.sqlite"
+    with Cache(str(path)) as cache:
+        cache.put_file("a.jpg", size=3, mtime_ns=7, digest=b"d")
+        cache.commit()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE features")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with Cache(str(path), timeout=0.2) as cache:
+            assert cache.file_digest("a.jpg", size=3, mtime_ns=7) == b"d"
+            assert cache.lookup_features(b"d", spec="k") is None
+            cache.put_features(b"d", "k", b"x")  # not stored, no error
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not list(tmp_path.glob("cache.sqlite.broken-*"))
+    with Cache(str(path)) as cache:  # the next run adds the table
+        cache.put_features(b"d", "k", b"x")
+        cache.commit()
+        assert cache.lookup_features(b"d", spec="k") == b"x"

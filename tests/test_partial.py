@@ -318,6 +318,28 @@ def test_byte_for_byte_copies_are_matched_once_and_answer_as_their_first_file(pa
     assert [(m.transform, close(m.box, (80, 100, 400, 340), tolerance=6)) for m in inside] == [("crop+mirror", True)] * 2
 
 
+def test_when_the_first_of_two_copies_fails_the_next_stands_in(partial_tree, monkeypatch):
+    # p0020.jpg vanishes (here: its features fail) after it was hashed: its
+    # copy must still be matched with the screenshot that holds it.
+    import dupfinder.partial_features as pf
+    from dupfinder.models import ScanError
+
+    shutil.copyfile(partial_tree / "p0020.jpg", partial_tree / "p0020_copy.jpg")
+    real = pf.file_features
+
+    def failing(path, **kw):
+        if Path(path).name == "p0020.jpg":
+            return ScanError(path, "open", "file vanished before it could be read")
+        return real(path, **kw)
+
+    monkeypatch.setattr(pf, "file_features", failing)
+    result = dupfinder.scan([partial_tree], workers=0, partial=True)
+    assert [(Path(e.path).name, e.stage) for e in result.errors] == [("p0020.jpg", "partial")]
+    shot = next(g for g in result.groups if g.keep.path.endswith("screenshot.jpg"))
+    members = {Path(m.path).name: m.transform for m in shot.members if not m.keep}
+    assert members["p0020_copy.jpg"] == "crop+mirror"
+
+
 def test_damaged_cached_features_are_computed_again(partial_tree, tmp_path, monkeypatch):
     from dupfinder.cache import Cache
 
@@ -334,6 +356,27 @@ def test_damaged_cached_features_are_computed_again(partial_tree, tmp_path, monk
         dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
     assert computed == []  # the damaged records were replaced
     assert again.groups == first.groups
+
+
+def test_features_stored_under_other_settings_leave_the_cache(partial_tree, tmp_path):
+    # An OpenCV upgrade or new settings change the key: the old rows would
+    # never be read again, so a --partial scan drops them.
+    from dupfinder.cache import Cache
+
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        cache.put_features(b"0" * 16, "orb:v0:opencv1.0", b"old")
+        cache.commit()
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        specs = {s for (s,) in cache.db.execute("SELECT DISTINCT spec FROM features")}
+    assert len(specs) == 1 and "orb:v0:opencv1.0" not in specs
+
+
+def test_a_tree_too_big_for_partial_matching_is_refused_before_hashing(partial_tree, monkeypatch):
+    import dupfinder.partial_votes as pv
+
+    monkeypatch.setattr(pv, "MAX_FILES", 5)
+    with pytest.raises(UsageError, match="up to 4 files"):
+        dupfinder.scan([partial_tree], workers=0, partial=True)
 
 
 def test_features_of_removed_files_leave_the_cache(partial_tree, tmp_path):
