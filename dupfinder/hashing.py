@@ -10,8 +10,10 @@ in the executor, and writes the new results back in batches.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
@@ -147,7 +149,12 @@ class Hasher:
         self._last_commit = time.monotonic()
 
     def run(self, entries: Sequence[FileEntry]) -> Iterator[HashedFile | ScanError]:
-        """Yield one HashedFile or ScanError per entry, cached answers first."""
+        """Yield one HashedFile or ScanError per entry, cached answers first.
+
+        Byte-for-byte copies are decoded once: files that share a size are
+        digested first (reading costs about 1% of decoding), and a copy
+        takes the fingerprint of the first file with its bytes.
+        """
         by_path = {e.path: e for e in entries}
         todo: Sequence[FileEntry] = entries
         try:
@@ -155,15 +162,51 @@ class Hasher:
                 todo = []
                 yield from self._cached(entries, by_path, todo)
             self.cached = len(entries) - len(todo)
+            todo, copies = self._copies_aside(todo)
+            unread: list[FileEntry] = []
             for digest, outcome in fingerprint_entries(
                 todo, self.spec, executor=self.executor, workers=self.workers,
-                progress=self.progress, done=self.cached, total=len(entries),
+                progress=self.progress, done=len(entries) - len(todo), total=len(entries),
             ):
+                self.decoded += 1
+                yield self._record(by_path[outcome.path], digest, outcome)
+                for entry, copy_digest in copies.pop(outcome.path, ()):
+                    # A file that could not be read, or changed since it was
+                    # digested, says nothing about its copies: they are read.
+                    if digest != copy_digest or (isinstance(outcome, ScanError) and outcome.stage == "open"):
+                        unread.append(entry)
+                    else:
+                        yield self._record(entry, copy_digest, dataclasses.replace(outcome, path=entry.path))
+            for digest, outcome in fingerprint_entries(unread, self.spec, executor=self.executor,
+                                                       workers=self.workers, done=len(entries), total=len(entries)):
                 self.decoded += 1
                 yield self._record(by_path[outcome.path], digest, outcome)
         finally:
             # Interrupted or not, what was hashed stays cached for the next run.
             self.flush()
+
+    def _copies_aside(self, todo: Sequence[FileEntry]) -> tuple[list[FileEntry], dict[str, list]]:
+        """The entries to decode, and for each the later entries with the same bytes: ``path -> [(entry, digest)]``.
+
+        Only files whose size another file has can be copies; they alone are
+        digested here, so a tree of distinct sizes costs nothing more.
+        """
+        sizes = Counter(e.size for e in todo)
+        twins = [e.path for e in todo if sizes[e.size] > 1]
+        digests: dict[str, bytes] = {}
+        for batch, result in self.executor.map_unordered(_digest_batch, in_batches(twins, self.workers)):
+            if not isinstance(result, WorkerCrashed):  # else those files are simply decoded
+                digests.update((p, d) for p, d in zip(batch, result) if isinstance(d, bytes))
+        first: dict[bytes, str] = {}
+        copies: dict[str, list] = {}
+        keep = []
+        for e in todo:
+            d = digests.get(e.path)
+            if d is not None and first.setdefault(d, e.path) != e.path:
+                copies.setdefault(first[d], []).append((e, d))
+            else:
+                keep.append(e)
+        return keep, copies
 
     def _record(self, entry: FileEntry, digest: bytes | None, outcome) -> HashedFile | ScanError:
         if isinstance(outcome, ScanError):

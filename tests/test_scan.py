@@ -215,3 +215,40 @@ if __name__ == "__main__":
     out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120, env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["worker [[]]", "parent []"], out.stdout
+
+
+def test_byte_for_byte_copies_are_decoded_once_and_hash_as_their_first(tmp_path, photos):
+    from dupfinder.fingerprint import HashSpec, fingerprint_file
+
+    for src in photos[:3]:
+        shutil.copyfile(src, tmp_path / src.name)
+    (tmp_path / "sub").mkdir()
+    shutil.copyfile(photos[0], tmp_path / "sub" / "again.jpg")
+    shutil.copyfile(photos[0], tmp_path / "sub" / "third.jpg")
+    shutil.copyfile(photos[1], tmp_path / "sub" / "other.png")  # the bytes decide, not the name
+    result = scan([tmp_path], workers=0)
+    assert result.counts["decoded"] == 3 and result.counts["hashed"] == 6
+    for row in result.files:
+        alone = fingerprint_file(row.path, HashSpec())
+        assert (row.hash, row.variants, row.extras) == (alone.hash, alone.variants, alone.extras), row.path
+    assert sorted(len(g.members) for g in result.groups) == [2, 3]
+
+
+def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos, monkeypatch):
+    from dupfinder import hashing
+    from dupfinder.models import ScanError as Error
+
+    shutil.copyfile(photos[0], tmp_path / "a.jpg")
+    shutil.copyfile(photos[0], tmp_path / "b.jpg")
+    real = hashing.fingerprint_and_digest
+
+    def first_unreadable(path, spec):
+        if path.endswith("a.jpg"):  # removed between its digest and its decoding
+            return None, Error(path, "open", "file vanished before it could be read")
+        return real(path, spec)
+
+    monkeypatch.setattr(hashing, "fingerprint_and_digest", first_unreadable)
+    result = scan([tmp_path], workers=0)
+    assert [Path(e.path).name for e in result.errors] == ["a.jpg"]
+    assert [Path(f.path).name for f in result.files] == ["b.jpg"]
+    assert result.counts["decoded"] == 2
