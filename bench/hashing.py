@@ -65,12 +65,10 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -86,7 +84,7 @@ THRESHOLD = 5
 SRC_ROOT = REPO
 
 
-from _common import floor_chunk, floor_pass, live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
+from _common import distinct_copy, floor_chunk, floor_pass, live_changed_note, machine_lines, snapshot, source_digest  # noqa: E402,F401
 
 
 def use_snapshot(dest: Path, live: bool) -> str:
@@ -202,24 +200,6 @@ def list_photos(folder: Path) -> list[Path]:
     if not photos:
         sys.exit(f"no photos in {folder}")
     return photos
-
-
-def distinct_copy(src: Path, dst: Path, tag: str) -> None:
-    """Copy a photo with ``tag`` in a comment: the same pixels, other bytes (and size).
-
-    dupfinder decodes byte-for-byte copies once; the copies of tree (a) must
-    cost a decode each, as different photos would. A JPEG gets a COM segment
-    after SOI, a PNG a tEXt chunk after IHDR; anything else is copied as is.
-    """
-    data = src.read_bytes()
-    text = tag.encode()
-    if data[:2] == b"\xff\xd8":
-        data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[2:]
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        body = b"tEXt" + b"Comment\0" + text
-        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
-        data = data[:33] + chunk + data[33:]  # signature (8) + IHDR (25)
-    dst.write_bytes(data)
 
 
 def build_copies(photos: list[Path], root: Path, copies: int, *, same_bytes: bool = False, tag: str = "") -> None:

@@ -134,3 +134,22 @@ def test_csv_columns(tmp_path, photos):
     rows = read_csv(out)
     assert [r["keep"] for r in rows] == ["yes", "no"]
     assert rows[0]["bytes"] == str(photos[0].stat().st_size)
+
+
+def test_json_reports_are_what_json_dump_writes(tmp_path, photos):
+    # The writer goes item by item through json's C encoder for speed; the
+    # text must stay exactly json.dump's.
+    import io
+
+    from dupfinder.report import _json_document, render_json
+
+    for src in photos[:4]:
+        shutil.copyfile(src, tmp_path / src.name)
+    shutil.copyfile(photos[0], tmp_path / "caf\u00e9 \"copy\".jpg")  # quotes and non-ASCII in a path
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = scan([tmp_path], workers=0)
+    assert result.groups and result.errors
+    ours, theirs = io.StringIO(), io.StringIO()
+    render_json(result, ours)
+    json.dump(_json_document(result), theirs, ensure_ascii=True)
+    assert ours.getvalue() == theirs.getvalue() + "\n"
