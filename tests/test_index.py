@@ -100,6 +100,8 @@ def test_mih_exact_for_any_substring_count(data):
     queries = data.draw(hash_sets(words, max_size=10))
     threshold = data.draw(st.integers(1, 64 * words))
     m = forced_layout(data.draw, words, threshold)
+    if m > 32:  # each substring rescans every chunk: 40 hashes in 200 substrings took 10-30 s
+        hashes = hashes[:10]
     with mock.patch.object(index, "_mih_plan", lambda *args: (0.0, m)), \
          mock.patch.object(index, "_CANDIDATES", data.draw(st.sampled_from([3, 50, 1 << 21]))), \
          mock.patch.object(index, "_BLOCK", data.draw(st.sampled_from([7, 1 << 19]))):
