@@ -47,6 +47,11 @@ def _hash_batch(paths: Sequence[str], spec: HashSpec) -> list:
     return [fingerprint_and_digest(p, spec) for p in paths]
 
 
+# Formats whose decoding costs many times the reading of their bytes: worth
+# a digest first when another file has the same size (Hasher._copies_aside).
+_COMPRESSED = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".heif", ".hif", ".avif"})
+
+
 def _digest_batch(paths: Sequence[str]) -> list:
     return [file_digest(p) for p in paths]
 
@@ -189,10 +194,12 @@ class Hasher:
         """The entries to decode, and for each the later entries with the same bytes: ``path -> [(entry, digest)]``.
 
         Only files whose size another file has can be copies; they alone are
-        digested here, so a tree of distinct sizes costs nothing more.
+        digested here, so a tree of distinct sizes costs nothing more. Nor
+        are uncompressed formats (BMP, TIFF): reading one costs about what
+        decoding it does, and scanners write many files of one size.
         """
         sizes = Counter(e.size for e in todo)
-        twins = [e.path for e in todo if sizes[e.size] > 1]
+        twins = [e.path for e in todo if sizes[e.size] > 1 and os.path.splitext(e.path)[1].lower() in _COMPRESSED]
         digests: dict[str, bytes] = {}
         for batch, result in self.executor.map_unordered(_digest_batch, in_batches(twins, self.workers)):
             if not isinstance(result, WorkerCrashed):  # else those files are simply decoded

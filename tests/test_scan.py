@@ -252,3 +252,13 @@ def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos,
     assert [Path(e.path).name for e in result.errors] == ["a.jpg"]
     assert [Path(f.path).name for f in result.files] == ["b.jpg"]
     assert result.counts["decoded"] == 2
+
+
+def test_copies_of_uncompressed_files_are_not_digested_first(tmp_path, photos):
+    # A BMP costs about as much to read as to decode: a digest pass over
+    # files of one size (a scanner's output) would double the reading.
+    open_rgb(photos[0]).save(tmp_path / "a.bmp")
+    shutil.copyfile(tmp_path / "a.bmp", tmp_path / "b.bmp")
+    result = scan([tmp_path], workers=0)
+    assert result.counts["decoded"] == 2
+    assert [sorted(Path(m.path).name for m in g.members) for g in result.groups] == [["a.bmp", "b.bmp"]]
