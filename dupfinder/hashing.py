@@ -20,6 +20,7 @@ from functools import partial
 from .cache import Cache, CachedResult, spec_key
 from .executor import Executor, WorkerCrashed, map_retrying
 from .fingerprint import Fingerprint, HashSpec, file_digest, fingerprint_and_digest
+from .imaging import OUT_OF_MEMORY
 from .models import FileEntry, HashedFile, Progress, ScanError
 
 __all__ = ["Hasher", "batch_size", "fingerprint_entries", "in_batches"]
@@ -45,6 +46,10 @@ def _hash_batch(paths: Sequence[str], spec: HashSpec) -> list:
             out.append(fingerprint_and_digest(p, spec))
         return out
     return [fingerprint_and_digest(p, spec) for p in paths]
+
+
+def _says_nothing_of_the_bytes(outcome) -> bool:
+    return isinstance(outcome, ScanError) and (outcome.stage == "open" or outcome.message == OUT_OF_MEMORY)
 
 
 # Formats whose decoding costs many times the reading of their bytes: worth
@@ -176,9 +181,10 @@ class Hasher:
                 self.decoded += 1
                 yield self._record(by_path[outcome.path], digest, outcome)
                 for entry, copy_digest in copies.pop(outcome.path, ()):
-                    # A file that could not be read, or changed since it was
-                    # digested, says nothing about its copies: they are read.
-                    if digest != copy_digest or (isinstance(outcome, ScanError) and outcome.stage == "open"):
+                    # A file that could not be read, changed since it was
+                    # digested or ran out of memory says nothing about its
+                    # copies' bytes: they are read themselves.
+                    if digest != copy_digest or _says_nothing_of_the_bytes(outcome):
                         unread.append(entry)
                     else:
                         yield self._record(entry, copy_digest, dataclasses.replace(outcome, path=entry.path))

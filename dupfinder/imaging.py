@@ -26,6 +26,9 @@ from PIL import Image, ImageOps
 
 from .models import ScanError
 
+# The one decode failure that says nothing about the bytes: another try may pass.
+OUT_OF_MEMORY = "not enough memory to decode this image"
+
 __all__ = ["DecodedImage", "load_image", "to_visible", "BACKGROUND"]
 
 # Transparent pixels are shown over white, as browsers and most viewers do.
@@ -194,7 +197,7 @@ def load_image(
     except Image.DecompressionBombError as exc:
         return ScanError(path, "decode", f"too many pixels (decompression bomb limit): {exc}")
     except MemoryError:
-        return ScanError(path, "decode", "not enough memory to decode this image")
+        return ScanError(path, "decode", OUT_OF_MEMORY)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
         # Pillow's plugins raise all of these on damaged files (truncated
         # data, bad chunk lengths, broken tables); each is this file's error.

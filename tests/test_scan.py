@@ -234,7 +234,11 @@ def test_byte_for_byte_copies_are_decoded_once_and_hash_as_their_first(tmp_path,
     assert sorted(len(g.members) for g in result.groups) == [2, 3]
 
 
-def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos, monkeypatch):
+@pytest.mark.parametrize("stage, message", [("open", "file vanished before it could be read"),
+                                            ("decode", "not enough memory to decode this image")])
+def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos, monkeypatch, stage, message):
+    # The first file vanished between its digest and its decoding, or ran out
+    # of memory: neither says anything of the bytes its copy holds.
     from dupfinder import hashing
     from dupfinder.models import ScanError as Error
 
@@ -243,8 +247,9 @@ def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos,
     real = hashing.fingerprint_and_digest
 
     def first_unreadable(path, spec):
-        if path.endswith("a.jpg"):  # removed between its digest and its decoding
-            return None, Error(path, "open", "file vanished before it could be read")
+        if path.endswith("a.jpg"):
+            digest, _ = real(path, spec)
+            return (None if stage == "open" else digest), Error(path, stage, message)
         return real(path, spec)
 
     monkeypatch.setattr(hashing, "fingerprint_and_digest", first_unreadable)
