@@ -54,8 +54,8 @@ class ExitStatus(IntEnum):
 class ProgressBars:
     """Draws the core's Progress records as tqdm bars on stderr (or nothing)."""
 
-    LABELS = {"walk": "finding files", "hash": "hashing", "features": "local features",
-              "partial": "matching parts", "group": "grouping"}
+    LABELS = {"walk": "finding files", "copies": "looking for copies", "hash": "hashing",
+              "features": "local features", "partial": "matching parts", "group": "grouping"}
     UNITS = {"group": "", "partial": " pairs"}
 
     def __init__(self, enabled: bool):

@@ -207,9 +207,14 @@ class Hasher:
         sizes = Counter(e.size for e in todo)
         twins = [e.path for e in todo if sizes[e.size] > 1 and os.path.splitext(e.path)[1].lower() in _COMPRESSED]
         digests: dict[str, bytes] = {}
+        done = 0
+        if twins:  # a stage of its own: a tree of many copies reads for a while
+            self.progress(Progress("copies", 0, len(twins)))
         for batch, result in self.executor.map_unordered(_digest_batch, in_batches(twins, self.workers)):
             if not isinstance(result, WorkerCrashed):  # else those files are simply decoded
                 digests.update((p, d) for p, d in zip(batch, result) if isinstance(d, bytes))
+            done += len(batch)
+            self.progress(Progress("copies", done, len(twins)))
         first: dict[bytes, str] = {}
         copies: dict[str, list] = {}
         keep = []

@@ -226,8 +226,12 @@ def test_byte_for_byte_copies_are_decoded_once_and_hash_as_their_first(tmp_path,
     shutil.copyfile(photos[0], tmp_path / "sub" / "again.jpg")
     shutil.copyfile(photos[0], tmp_path / "sub" / "third.jpg")
     shutil.copyfile(photos[1], tmp_path / "sub" / "other.png")  # the bytes decide, not the name
-    result = scan([tmp_path], workers=0)
+    seen: list[Progress] = []
+    result = scan([tmp_path], workers=0, progress=seen.append)
     assert result.counts["decoded"] == 3 and result.counts["hashed"] == 6
+    # Reading the files that share a size shows as a stage of its own.
+    copies = [p for p in seen if p.stage == "copies"]
+    assert copies[0].done == 0 and copies[-1].done == copies[-1].total >= 3
     for row in result.files:
         alone = fingerprint_file(row.path, HashSpec())
         assert (row.hash, row.variants, row.extras) == (alone.hash, alone.variants, alone.extras), row.path
