@@ -145,6 +145,7 @@ class CacheInfo:
     scans: int
     ignored: int
     bytes: int
+    features: int = 0  # files' local features stored for scan --partial
 
 
 def default_cache_path() -> Path:
@@ -538,7 +539,9 @@ class Cache:
                     size += os.path.getsize(self.path + suffix)
                 except OSError:
                     pass
-        return CacheInfo(self.path, count("files"), count("results"), count("scans"), count("ignored"), size)
+        features = count("features") if self._features else 0
+        return CacheInfo(self.path, count("files"), count("results"), count("scans"), count("ignored"), size,
+                         features)
 
 
 def _roots_key(roots: Iterable[str]) -> str:

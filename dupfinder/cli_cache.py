@@ -49,6 +49,7 @@ def _run_cache(args) -> int:
             with stdout() as out:
                 out.write(
                     f"location: {info.path}\nfiles: {info.files}\nresults: {info.results}\n"
+                    f"local features (--partial): {info.features}\n"
                     f"scans: {info.scans}\nignored pairs: {info.ignored}\nsize: {info.bytes} bytes\n"
                 )
         else:
