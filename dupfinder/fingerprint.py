@@ -29,6 +29,7 @@ __all__ = [
     "Fingerprint",
     "fingerprint_file",
     "fingerprint_and_digest",
+    "fingerprint_digest_and_features",
     "file_digest",
     "COMPAT_MODES",
 ]
@@ -120,12 +121,15 @@ def fingerprint_file(path: str, spec: HashSpec, *, data: bytes | None = None) ->
     # --compat imagehash hashes exactly `imagehash.<algo>(Image.open(path))`:
     # no orientation, no draft, no mode handling, so hashes that ImageHash
     # users keep in a database stay comparable.
-    compat = spec.compat == "imagehash"
     decoded = load_image(
-        path, min_size=spec.min_size, orient=spec.orient, grey=True, raw=compat, data=data
+        path, min_size=spec.min_size, orient=spec.orient, grey=True, raw=spec.compat == "imagehash", data=data
     )
-    if isinstance(decoded, ScanError):
-        return decoded
+    return decoded if isinstance(decoded, ScanError) else fingerprint_decoded(path, spec, decoded)
+
+
+def fingerprint_decoded(path: str, spec: HashSpec, decoded) -> Fingerprint | ScanError:
+    """:func:`fingerprint_file`'s work after decoding: the hashes of a decoded image."""
+    compat = spec.compat == "imagehash"
     image = decoded.image
     try:
         if spec.algorithm != "pdq" and image.mode != "L":
@@ -405,10 +409,45 @@ def fingerprint_and_digest(path: str, spec: HashSpec) -> tuple[bytes | None, Fin
     The digest is None only when the bytes could not be read at all; a file
     that reads but does not decode has a digest, so its failure can be cached.
     """
+    digest, data, failed = _read(path)
+    return digest, failed or fingerprint_file(path, spec, data=data)
+
+
+def fingerprint_digest_and_features(path: str, spec: HashSpec) -> tuple:
+    """:func:`fingerprint_and_digest`, and the file's local features (``--partial``) when one decode serves both.
+
+    Returns ``(digest, outcome, features)``. A JPEG of 2048 px or more on its
+    short side drafts to 1/8 for the hashes and for the features alike, and a
+    PNG is decoded whole for both: the features then come from that decode,
+    the very ones :func:`dupfinder.partial_features.file_features` gives
+    (camera photos: one decode of ~9 ms saved a file). Otherwise, or if they
+    fail, ``features`` is None and the features pass computes them.
+    """
+    from .partial_features import FEATURE_SIDE, image_features, require_opencv
+
+    digest, data, failed = _read(path)
+    if failed:
+        return digest, failed, None
+    decoded = load_image(path, min_size=spec.min_size, orient=spec.orient, grey=True, data=data,
+                         also=FEATURE_SIDE // 2)
+    if isinstance(decoded, ScanError):
+        return digest, decoded, None
+    outcome = fingerprint_decoded(path, spec, decoded)
+    features = None
+    if decoded.also is not None:
+        try:
+            features = image_features(decoded.also, path=path, width=decoded.width, height=decoded.height)
+        except (ValueError, MemoryError, require_opencv().error):
+            features = None  # the features pass tries again, and reports it
+    return digest, outcome, features
+
+
+def _read(path: str) -> tuple[bytes | None, bytes | None, ScanError | None]:
+    """``(digest, data, error)``: the bytes (None past _READ_WHOLE, streamed) and their digest."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
-            return None, ScanError(path, "open", "not a regular file")
+            return None, None, ScanError(path, "open", "not a regular file")
         with open(path, "rb") as f:
             if st.st_size <= _READ_WHOLE:
                 data = f.read()
@@ -417,7 +456,7 @@ def fingerprint_and_digest(path: str, spec: HashSpec) -> tuple[bytes | None, Fin
                 data = None
                 digest = _digest_stream(f)
     except FileNotFoundError:
-        return None, ScanError(path, "open", "file vanished before it could be read")
+        return None, None, ScanError(path, "open", "file vanished before it could be read")
     except OSError as exc:
-        return None, ScanError(path, "open", exc.strerror or str(exc))
-    return digest, fingerprint_file(path, spec, data=data)
+        return None, None, ScanError(path, "open", exc.strerror or str(exc))
+    return digest, data, None

@@ -19,7 +19,12 @@ from functools import partial
 
 from .cache import Cache, CachedResult, spec_key
 from .executor import Executor, WorkerCrashed, map_retrying
-from .fingerprint import Fingerprint, HashSpec, file_digest, fingerprint_and_digest
+from .fingerprint import (
+    HashSpec,
+    file_digest,
+    fingerprint_and_digest,
+    fingerprint_digest_and_features,
+)
 from .imaging import OUT_OF_MEMORY
 from .models import FileEntry, HashedFile, Progress, ScanError
 
@@ -37,15 +42,15 @@ def _noop(_: Progress) -> None:
 _TEST_DELAY = float(os.environ.get("DUPFINDER_TEST_DELAY", "0") or 0)
 
 
-def _hash_batch(paths: Sequence[str], spec: HashSpec) -> list:
+def _hash_batch(paths: Sequence[str], spec: HashSpec, features: bool = False) -> list:
+    """``(digest, outcome, features or None)`` of each path (see Hasher's ``features``)."""
     # Module-level so the spawn start method can pickle it by name.
-    if _TEST_DELAY:
-        out = []
-        for p in paths:
+    out = []
+    for p in paths:
+        if _TEST_DELAY:
             time.sleep(_TEST_DELAY)
-            out.append(fingerprint_and_digest(p, spec))
-        return out
-    return [fingerprint_and_digest(p, spec) for p in paths]
+        out.append(fingerprint_digest_and_features(p, spec) if features else (*fingerprint_and_digest(p, spec), None))
+    return out
 
 
 def _says_nothing_of_the_bytes(outcome) -> bool:
@@ -94,19 +99,24 @@ def fingerprint_entries(
     progress: ProgressCallback = _noop,
     done: int = 0,
     total: int | None = None,
-) -> Iterator[tuple[bytes | None, Fingerprint | ScanError]]:
-    """Fingerprint files through an executor, yielding ``(digest, outcome)`` as each finishes.
+    features: bool = False,
+) -> Iterator[tuple]:
+    """Fingerprint files through an executor, yielding ``(digest, outcome, features)`` as each finishes.
 
-    A batch whose worker process died is retried one file at a time, so one
-    file that crashes a decoder becomes that file's error and no other's.
+    ``features`` (scan --partial) also gives a file's local features where
+    the hashes' decode serves them (see
+    :func:`dupfinder.fingerprint.fingerprint_digest_and_features`); else it
+    is None. A batch whose worker process died is retried one file at a
+    time, so one file that crashes a decoder becomes that file's error and
+    no other's.
     """
     paths = [e.path for e in entries]
-    work = partial(_hash_batch, spec=spec)
+    work = partial(_hash_batch, spec=spec, features=features)
     total = len(paths) + done if total is None else total
     progress(Progress("hash", done, total))
     for batch, result in map_retrying(executor, work, in_batches(paths, workers)):
         if isinstance(result, WorkerCrashed):
-            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)")
+            yield None, ScanError(batch[0], "decode", "the decoder crashed on this file (worker process died)"), None
         else:
             yield from result
         done += len(batch)
@@ -145,8 +155,13 @@ class Hasher:
         workers: int = 1,
         progress: ProgressCallback = _noop,
         roots: Sequence[str] = (),
+        features: bool = False,
     ):
         self.spec = spec
+        # scan --partial: local features the hashes' decode served, by content
+        # digest (the features pass computes the others).
+        self.want_features = features and spec.compat is None
+        self.features: dict[bytes, object] = {}
         self.cache = cache
         self.executor = executor
         self.workers = workers
@@ -174,11 +189,14 @@ class Hasher:
             self.cached = len(entries) - len(todo)
             todo, copies = self._copies_aside(todo)
             unread: list[FileEntry] = []
-            for digest, outcome in fingerprint_entries(
+            for digest, outcome, features in fingerprint_entries(
                 todo, self.spec, executor=self.executor, workers=self.workers,
                 progress=self.progress, done=len(entries) - len(todo), total=len(entries),
+                features=self.want_features,
             ):
                 self.decoded += 1
+                if features is not None and digest is not None:
+                    self.features[digest] = features
                 yield self._record(by_path[outcome.path], digest, outcome)
                 for entry, copy_digest in copies.pop(outcome.path, ()):
                     # A file that could not be read, changed since it was
@@ -188,9 +206,12 @@ class Hasher:
                         unread.append(entry)
                     else:
                         yield self._record(entry, copy_digest, dataclasses.replace(outcome, path=entry.path))
-            for digest, outcome in fingerprint_entries(unread, self.spec, executor=self.executor,
-                                                       workers=self.workers, done=len(entries), total=len(entries)):
+            for digest, outcome, features in fingerprint_entries(
+                unread, self.spec, executor=self.executor, workers=self.workers, features=self.want_features,
+            ):
                 self.decoded += 1
+                if features is not None and digest is not None:
+                    self.features[digest] = features
                 yield self._record(by_path[outcome.path], digest, outcome)
         finally:
             # Interrupted or not, what was hashed stays cached for the next run.

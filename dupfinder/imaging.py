@@ -51,6 +51,9 @@ class DecodedImage:
     image: Image.Image
     width: int
     height: int
+    # What load_image(min_size=also) would have given, when the same decode
+    # serves it (see load_image's ``also``); None otherwise.
+    also: Image.Image | None = None
 
 
 def _register_heif() -> None:
@@ -143,6 +146,7 @@ def load_image(
     grey: bool = False,
     raw: bool = False,
     data: bytes | None = None,
+    also: int | None = None,
 ) -> DecodedImage | ScanError:
     """Decode one file, or say why not; never raises for a bad file.
 
@@ -153,7 +157,10 @@ def load_image(
     ``raw`` returns the pixels exactly as ``Image.open`` gives them: no
     draft, no orientation, no mode conversion (for ImageHash compatibility).
     ``data``, when given, is the file's bytes already read (so a caller that
-    digests them does not read the file twice).
+    digests them does not read the file twice). ``also`` asks for a second
+    image, the one ``min_size=also`` would give, when one decode serves both
+    (a JPEG both sizes draft to the same scale, or a format with no draft):
+    it is then ``.also``, else that is None.
 
     >>> import tempfile
     >>> p = tempfile.mktemp(suffix=".jpg")
@@ -193,7 +200,7 @@ def load_image(
             if raw:
                 image.load()
                 return DecodedImage(image, image.width, image.height)
-            return _decode(image, min_size=min_size, orient=orient, grey=grey)
+            return _decode(image, min_size=min_size, orient=orient, grey=grey, also=also)
     except Image.DecompressionBombError as exc:
         return ScanError(path, "decode", f"too many pixels (decompression bomb limit): {exc}")
     except MemoryError:
@@ -204,9 +211,13 @@ def load_image(
         return ScanError(path, "decode", _describe(exc))
 
 
-def _decode(image: Image.Image, *, min_size: int | None, orient: bool, grey: bool) -> DecodedImage:
+def _decode(image: Image.Image, *, min_size: int | None, orient: bool, grey: bool,
+            also: int | None = None) -> DecodedImage:
     orientation = _orientation(image) if orient else 1
     width, height = _oriented_size(image, orientation)
+    drafts = image.format == "JPEG" and len(image.tile) == 1  # as JpegImageFile.draft decides
+    if also and not (min_size and (not drafts or _draft_scale(image.size, min_size) == _draft_scale(image.size, also))):
+        also = None
     if min_size and image.format == "JPEG":
         mode = "L" if grey and image.mode in ("L", "RGB", "YCbCr") else image.mode
         image.draft(mode, (min_size, min_size))
@@ -214,16 +225,25 @@ def _decode(image: Image.Image, *, min_size: int | None, orient: bool, grey: boo
     if orient and orientation != 1:
         image = ImageOps.exif_transpose(image)
     image = to_visible(image)
-    if min_size:
-        # Box-average down to between 2 and 4 times min_size. JPEG drafts stop
-        # at 1/8 and PNGs have no draft; without this, resizing a 500x375
-        # draft to pHash's 32x32 took 1.6 ms, with it 0.3. It also puts every
-        # copy of a picture, whatever its size, through the same last steps.
-        # (Down to 1-2 times min_size cost crops and turns recall in tests.)
-        factor = min(image.size) // (2 * min_size)
-        if factor >= 2:
-            image = image.reduce(factor)
-    return DecodedImage(image, width, height)
+    return DecodedImage(_reduced(image, min_size), width, height, _reduced(image, also) if also else None)
+
+
+def _draft_scale(size: tuple[int, int], want: int) -> int:
+    # The DCT scale Pillow's JPEG draft picks for (want, want): 8, 4, 2 or 1.
+    scale = min(size[0] // want, size[1] // want)
+    return next((s for s in (8, 4, 2) if scale >= s), 1)
+
+
+def _reduced(image: Image.Image, min_size: int | None) -> Image.Image:
+    if not min_size:
+        return image
+    # Box-average down to between 2 and 4 times min_size. JPEG drafts stop
+    # at 1/8 and PNGs have no draft; without this, resizing a 500x375
+    # draft to pHash's 32x32 took 1.6 ms, with it 0.3. It also puts every
+    # copy of a picture, whatever its size, through the same last steps.
+    # (Down to 1-2 times min_size cost crops and turns recall in tests.)
+    factor = min(image.size) // (2 * min_size)
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def _describe(exc: BaseException) -> str:

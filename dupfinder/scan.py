@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable
@@ -199,14 +200,14 @@ def scan(
         executor = make_executor(workers, jobs=len(entries))
     hasher = Hasher(
         spec, cache=cache, executor=executor, workers=worker_count(executor),
-        progress=progress, roots=settings.roots,
+        progress=progress, roots=settings.roots, features=partial,
     )
     try:
         files = collect(hasher.run(entries), errors, capacity=len(entries))
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
         links = None
         if partial:
-            features, first = _partial_features(files, executor, orient, progress, errors, cache)
+            features, first = _partial_features(files, executor, orient, progress, errors, cache, hasher.features)
             links = _partial_links(features, first, executor, progress)
     finally:
         if own_executor:
@@ -260,7 +261,7 @@ def _settings_dict(settings: ScanSettings) -> dict:
 
 
 def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list,
-                      cache=None) -> tuple[list, np.ndarray]:
+                      cache=None, ready: dict | None = None) -> tuple[list, np.ndarray]:
     """Local features of each file, and for each file the first file with the same bytes.
 
     Features are None for blank, flat or tiny files (they match only
@@ -271,7 +272,8 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
     file whose features fail goes to ``errors`` (stage ``partial``). With a
     cache, features stored for a file's content are read back and only the
     others computed (then stored), so a nightly ``--partial`` scan decodes
-    only new and changed files twice.
+    only new and changed files twice. ``ready`` holds features the hashing
+    pass computed from its own decode, by content digest.
     """
     from .partial import Features, features_for
     from .partial_features import features_key
@@ -284,6 +286,17 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
         key = features_key(orient=orient)
         cache.forget_features(other_than=key)  # older settings or OpenCV: never read again
     todo = []
+    n_stored = 0
+
+    def store(i: int, f) -> None:
+        # Into the cache, committed in batches like the hashes (a WAL of MBs, not GBs).
+        nonlocal n_stored
+        if cache is not None and files.has_digest[i] and _unchanged(files, i):
+            cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
+            n_stored += 1
+            if n_stored % Hasher.BATCH_FILES == 0:
+                cache.commit()
+
     for i in np.flatnonzero(~low_information_mask(files)).tolist():
         digest = files.digest[i].tobytes() if files.has_digest[i] else None
         if digest is not None:
@@ -291,15 +304,17 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
             if first[i] != i:
                 copies[digest].append(i)
                 continue
-        stored = cache.lookup_features(digest, spec=key) if cache is not None and digest is not None else None
+        record = cache.lookup_features(digest, spec=key) if cache is not None and digest is not None else None
         try:
-            features[i] = Features.from_bytes(files.paths[i], stored) if stored is not None else None
+            features[i] = Features.from_bytes(files.paths[i], record) if record is not None else None
         except ValueError:  # a damaged record is recomputed and replaced
             features[i] = None
+        if features[i] is None and ready and digest in ready:
+            features[i] = dataclasses.replace(ready[digest], path=files.paths[i])
+            store(i, features[i])
         if features[i] is None:
             todo.append(i)
     later = {group[0]: group[1:] for group in copies.values() if len(group) > 1}
-    stored = 0
     while todo:
         found = features_for([files.paths[i] for i in todo], executor=executor,
                              workers=worker_count(executor), orient=orient, progress=progress)
@@ -307,11 +322,7 @@ def _partial_features(files: FileTable, executor, orient: bool, progress, errors
         for i, f in zip(todo, found):
             if isinstance(f, Features):
                 features[i] = f
-                if cache is not None and files.has_digest[i] and _unchanged(files, i):
-                    cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
-                    stored += 1
-                    if stored % Hasher.BATCH_FILES == 0:  # batches, like the hashes: a WAL of MBs, not GBs
-                        cache.commit()
+                store(i, f)
                 continue
             if f is not None:
                 errors.append(f)

@@ -730,3 +730,55 @@ def test_votes_beyond_the_packed_range_are_a_clear_error():
         packed((np.array([MAX_FILES]), one, one.astype(bool), one, one))
     with pytest.raises(UsageError):
         packed((one, one, one.astype(bool), np.array([1024]), one))
+
+
+@pytest.fixture
+def large_files(tmp_path):
+    """A 12 MP-class JPEG, the same stored sideways (EXIF 6), a PNG and a small JPEG of one photo."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    big = photo("p0005").resize((2800, 2100), Image.Resampling.BICUBIC)
+    big.save(folder / "big.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big.transpose(Image.Transpose.ROTATE_90).save(folder / "sideways.jpg", quality=90, exif=exif)
+    photo("p0020").save(folder / "page.png")
+    photo("p0031").save(folder / "small.jpg", quality=90)
+    return folder
+
+
+def test_the_hashing_decode_gives_the_same_features_where_it_can(large_files):
+    # A JPEG of 2048 px or more on its short side drafts to 1/8 for the
+    # hashes and the features alike, a PNG is decoded whole for both: one
+    # decode then serves both, and must give exactly file_features' answer.
+    from dupfinder.fingerprint import (
+        HashSpec,
+        fingerprint_and_digest,
+        fingerprint_digest_and_features,
+    )
+    from dupfinder.partial_features import file_features
+
+    for name, served in (("big.jpg", True), ("sideways.jpg", True), ("page.png", True), ("small.jpg", False)):
+        path = str(large_files / name)
+        digest, outcome, features = fingerprint_digest_and_features(path, HashSpec())
+        assert (digest, outcome) == fingerprint_and_digest(path, HashSpec()), name
+        if not served:
+            assert features is None, name
+            continue
+        alone = file_features(path)
+        assert (features.width, features.height, features.scale) == (alone.width, alone.height, alone.scale)
+        for field in ("points", "descriptors", "mirrored", "thumb"):
+            assert np.array_equal(getattr(features, field), getattr(alone, field)), (name, field)
+
+
+def test_a_partial_scan_decodes_large_photos_once(large_files, monkeypatch):
+    crop(photo("p0005"), (70, 10, 320, 215)).save(large_files / "cropped.jpg", quality=90)
+    computed = _counting_features(monkeypatch)
+    result = dupfinder.scan([large_files], workers=0, partial=True)
+    assert sorted(computed) == ["cropped.jpg", "small.jpg"]  # the others came with their hashes
+    group = next(g for g in result.groups if any(m.path.endswith("cropped.jpg") for m in g.members))
+    assert sorted(Path(m.path).name for m in group.members) == ["big.jpg", "cropped.jpg", "sideways.jpg"]
+    cropped = next(m for m in group.members if m.path.endswith("cropped.jpg"))
+    scale = 2800 / 320  # the box is in the kept file's pixels
+    assert cropped.transform == "crop"
+    assert close(cropped.box, tuple(round(v * scale) for v in (70, 10, 320, 215)), tolerance=40), cropped.box

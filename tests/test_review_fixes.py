@@ -23,11 +23,11 @@ _original_batch = hashing._hash_batch
 _VICTIM = "p0005"
 
 
-def _crash_on_victim(paths, spec):
+def _crash_on_victim(paths, spec, features=False):
     # Module level, so that forked workers can unpickle it by name.
     if any(_VICTIM in p for p in paths):
         os._exit(3)
-    return _original_batch(paths, spec)
+    return _original_batch(paths, spec, features)
 
 
 def test_a_folder_given_as_cache_is_refused_and_left_alone(tmp_path, photos, capsys):
