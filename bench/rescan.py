@@ -32,6 +32,7 @@ How to run (from anywhere)
     /tmp/venv/bin/python bench/rescan.py /work/shared/photos    # the fuller figures
     options: --files N (default 5000), --changed-percent P (default 1),
              --partial (every scan with --partial: local features cached too),
+             --plain-copies (byte-for-byte copies, decoded once),
              --workdir DIR (default: a temporary folder, removed afterwards),
              --keep (keep the work folder), --profile (always profile),
              --live (see below), --seed S
@@ -48,6 +49,7 @@ time; all ratios are against figures measured in the same run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -129,8 +131,13 @@ def list_photos(folder: Path) -> list[Path]:
 KINDS = ("copy", "resized", "recompressed", "png")
 
 
-def plan_tree(photos: list[Path], root: Path, n_files: int) -> list[tuple[str, str, str, float]]:
-    """(source, destination, kind, parameter) for n_files files, 250 per folder."""
+def plan_tree(photos: list[Path], root: Path, n_files: int, *, plain_copies: bool = False
+              ) -> list[tuple[str, str, str, float]]:
+    """(source, destination, kind, parameter) for n_files files, 250 per folder.
+
+    ``plain_copies``: the ``copy`` files are byte-for-byte copies (parameter 1),
+    as a library's are, instead of copies with a comment of their own.
+    """
     jobs = []
     for i in range(n_files):
         src = photos[i % len(photos)]
@@ -146,7 +153,7 @@ def plan_tree(photos: list[Path], root: Path, n_files: int) -> list[tuple[str, s
             param = 0
             ext = ".png"
         else:
-            param = 0
+            param = 1 if plain_copies else 0
             ext = src.suffix.lower()
         dst = root / f"d{i // 250:03d}" / f"IMG_{i:06d}{ext}"
         jobs.append((str(src), str(dst), kind, param))
@@ -161,7 +168,10 @@ def _make_one(job) -> None:
     # once, and the cold scan is meant to decode every file of the tree.
     tag = f"dupfinder rescan bench {Path(dst).name}"
     if kind == "copy":
-        distinct_copy(Path(src), Path(dst), tag)
+        if param:
+            shutil.copyfile(src, dst)
+        else:
+            distinct_copy(Path(src), Path(dst), tag)
         return
     with Image.open(src) as im:
         im.load()
@@ -182,8 +192,8 @@ def _make_one(job) -> None:
     distinct_copy(Path(dst), Path(dst), tag)
 
 
-def build_tree(photos: list[Path], root: Path, n_files: int, workers: int) -> None:
-    jobs = plan_tree(photos, root, n_files)
+def build_tree(photos: list[Path], root: Path, n_files: int, workers: int, *, plain_copies: bool = False) -> None:
+    jobs = plan_tree(photos, root, n_files, plain_copies=plain_copies)
     for d in {Path(j[1]).parent for j in jobs}:
         d.mkdir(parents=True, exist_ok=True)
     with Pool(workers) as pool:
@@ -322,6 +332,9 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-repeat", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--live", action="store_true", help="run the working tree's dupfinder/, not a snapshot")
+    ap.add_argument("--plain-copies", action="store_true",
+                    help="the tree's copies are byte for byte, as in a library (decoded once; the cold scan then"
+                         " decodes fewer files than it finds)")
     ap.add_argument("--partial", action="store_true",
                     help="scan with --partial: the warm scans read the local features from the cache too"
                          " (the 20x goal is the default scan's; --partial still searches and verifies every night)")
@@ -351,7 +364,7 @@ def main(argv=None) -> int:
         if cache.parent.exists():
             shutil.rmtree(cache.parent)
         t0 = time.perf_counter()
-        build_tree(photos, tree, args.files, workers)
+        build_tree(photos, tree, args.files, workers, plain_copies=args.plain_copies)
         files = tree_files(tree)
         size_mb = sum(p.stat().st_size for p in files) / 1e6
         kinds = {k: sum(1 for i in range(args.files) if KINDS[(i // len(photos)) % len(KINDS)] == k) for k in KINDS}
@@ -381,7 +394,8 @@ def main(argv=None) -> int:
         print()
         runs = []
         cold = run_scan(tree, cache, report)
-        runs.append(("cold (empty cache)", cold, len(files)))
+        distinct = len({hashlib.sha256(p.read_bytes()).digest() for p in files}) if args.plain_copies else len(files)
+        runs.append(("cold (empty cache)", cold, distinct))
         warm = run_scan(tree, cache, report)
         runs.append(("warm (unchanged tree)", warm, 0))
 
