@@ -25,7 +25,7 @@ from .executor import WorkerCrashed
 from .partial_features import Features, PartialMatch
 from .partial_table import FeatureTable, writing_to
 from .partial_verify import verify
-from .partial_votes import N_POSITIONS, merge_votes, packed, votes_at
+from .partial_votes import N_POSITIONS, merge_votes, votes_at
 
 __all__ = ["POOL_MIN_CANDIDATES", "POOL_MIN_KEYPOINTS", "VERIFY_BATCH", "SharedFeatures", "Task", "shared",
            "verify_task"]
@@ -147,8 +147,7 @@ def _vote_task(position: int, *, folder: str, keep: bool = True) -> np.ndarray:
     """The work of one worker: the votes through one word position, the files against their mirrors (packed)."""
     table = _table(folder, keep=keep)
     owner, point = table.owners()
-    return packed(votes_at((table.descriptors, owner, point), [(table.mirrored, owner, point, True)], position,
-                           within=True))
+    return votes_at((table.descriptors, owner, point), [(table.mirrored, owner, point, True)], position, within=True)
 
 
 def _verify_batch(batch: tuple[object, list[Task]], *, folder: str) -> list[PartialMatch | None]:

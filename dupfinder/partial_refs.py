@@ -34,7 +34,6 @@ from .partial_votes import (
     N_POSITIONS,
     grouped,
     merge_votes,
-    packed,
     sorted_words_at,
     stacked,
     votes_at,
@@ -143,7 +142,7 @@ def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tup
         return failed
     features = [f for _, f in targets]
     probes = [(*stacked(features, mirrored=False), False), (*stacked(features, mirrored=True), True)]
-    votes = merge_votes(packed(votes_at(db, probes, p, within=False, index=index[p])) for p in range(N_POSITIONS))
+    votes = merge_votes(votes_at(db, probes, p, within=False, index=index[p]) for p in range(N_POSITIONS))
     # i is a target, j a reference: how the target relates to the reference.
     candidates = list(grouped(votes, MIN_VOTES))
     found = [verify(table[j], targets[i][1], mirrored=m, a=j, b=targets[i][0], hint=(kj, ki))

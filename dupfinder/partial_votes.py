@@ -75,12 +75,11 @@ def vote_matches(
     # Only the database is sorted; mirror images and queries look their words up in it.
     probes = [(*stacked(features, mirrored=True), True)] if queries is None else [
         (*stacked(queries, mirrored=False), False), (*stacked(queries, mirrored=True), True)]
-    return merge_votes(packed(votes_at(db, probes, p, within=queries is None)) for p in range(N_POSITIONS))
+    return merge_votes(votes_at(db, probes, p, within=queries is None) for p in range(N_POSITIONS))
 
 
-def votes_at(db: tuple, probes: list, position: int, *, within: bool, index: tuple | None = None
-             ) -> tuple[np.ndarray, ...]:
-    """The matches of :func:`vote_matches` through the word at one ``position`` (0 to N_POSITIONS - 1).
+def votes_at(db: tuple, probes: list, position: int, *, within: bool, index: tuple | None = None) -> np.ndarray:
+    """The matches of :func:`vote_matches` through the word at one ``position`` (0 to N_POSITIONS - 1), :func:`packed`.
 
     ``db`` is ``(descriptors, owner, point)`` of the files looked up,
     ``probes`` a list of ``(descriptors, owner, point, mirrored)`` that look
@@ -105,7 +104,8 @@ def votes_at(db: tuple, probes: list, position: int, *, within: bool, index: tup
             out.append((db_owner[d], owner[q], np.full(len(q), mirrored), db_point[d], point[q]))
         else:
             out.append((owner[q], db_owner[d], np.full(len(q), mirrored), point[q], db_point[d]))
-    return tuple(np.concatenate(parts) for parts in zip(*out))
+    # Packed where they are found: 8 bytes a match, to send and to merge.
+    return packed(tuple(np.concatenate(parts) for parts in zip(*out)))
 
 
 def sorted_words_at(desc: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray]:
