@@ -182,42 +182,45 @@ class Hasher:
         """
         by_path = {e.path: e for e in entries}
         todo: Sequence[FileEntry] = entries
+        digested: dict[str, bytes] = {}  # digests read on the way, so no file is read for one twice
         try:
             if self.cache is not None:
                 todo = []
-                yield from self._cached(entries, by_path, todo)
+                yield from self._cached(entries, by_path, todo, digested)
             self.cached = len(entries) - len(todo)
-            todo, copies = self._copies_aside(todo)
+            todo, copies = self._copies_aside(todo, digested)
             unread: list[FileEntry] = []
-            for digest, outcome, features in fingerprint_entries(
-                todo, self.spec, executor=self.executor, workers=self.workers,
-                progress=self.progress, done=len(entries) - len(todo), total=len(entries),
-                features=self.want_features,
-            ):
-                self.decoded += 1
-                if features is not None and digest is not None:
-                    self.features[digest] = features
-                yield self._record(by_path[outcome.path], digest, outcome)
-                for entry, copy_digest in copies.pop(outcome.path, ()):
+            for entry, digest, outcome in self._decoded(todo, by_path, progress=self.progress,
+                                                        done=len(entries) - len(todo), total=len(entries)):
+                yield self._record(entry, digest, outcome)
+                for copy, copy_digest in copies.pop(entry.path, ()):
                     # A file that could not be read, changed since it was
                     # digested or ran out of memory says nothing about its
                     # copies' bytes: they are read themselves.
                     if digest != copy_digest or _says_nothing_of_the_bytes(outcome):
-                        unread.append(entry)
+                        unread.append(copy)
                     else:
-                        yield self._record(entry, copy_digest, dataclasses.replace(outcome, path=entry.path))
-            for digest, outcome, features in fingerprint_entries(
-                unread, self.spec, executor=self.executor, workers=self.workers, features=self.want_features,
-            ):
-                self.decoded += 1
-                if features is not None and digest is not None:
-                    self.features[digest] = features
-                yield self._record(by_path[outcome.path], digest, outcome)
+                        yield self._record(copy, copy_digest, dataclasses.replace(outcome, path=copy.path))
+            for entry, digest, outcome in self._decoded(unread, by_path):
+                yield self._record(entry, digest, outcome)
         finally:
             # Interrupted or not, what was hashed stays cached for the next run.
             self.flush()
 
-    def _copies_aside(self, todo: Sequence[FileEntry]) -> tuple[list[FileEntry], dict[str, list]]:
+    def _decoded(self, entries: Sequence[FileEntry], by_path: dict, *, progress: ProgressCallback = _noop,
+                 done: int = 0, total: int | None = None) -> Iterator[tuple]:
+        """``(entry, digest, outcome)`` of each entry decoded, counted, its features (if any) kept by digest."""
+        for digest, outcome, features in fingerprint_entries(
+            entries, self.spec, executor=self.executor, workers=self.workers, progress=progress,
+            done=done, total=total, features=self.want_features,
+        ):
+            self.decoded += 1
+            if features is not None and digest is not None:
+                self.features[digest] = features
+            yield by_path[outcome.path], digest, outcome
+
+    def _copies_aside(self, todo: Sequence[FileEntry], digested: dict[str, bytes]
+                      ) -> tuple[list[FileEntry], dict[str, list]]:
         """The entries to decode, and for each the later entries with the same bytes: ``path -> [(entry, digest)]``.
 
         Only files whose size another file has can be copies; they alone are
@@ -227,7 +230,8 @@ class Hasher:
         """
         sizes = Counter(e.size for e in todo)
         twins = [e.path for e in todo if sizes[e.size] > 1 and os.path.splitext(e.path)[1].lower() in _COMPRESSED]
-        digests: dict[str, bytes] = {}
+        digests = {p: digested[p] for p in twins if p in digested}  # read by _cached's rename search
+        twins = [p for p in twins if p not in digests]
         done = 0
         if twins:  # a stage of its own: a tree of many copies reads for a while
             self.progress(Progress("copies", 0, len(twins)))
@@ -290,8 +294,12 @@ class Hasher:
             hit.extras or "",
         )
 
-    def _cached(self, entries, by_path, misses: list[FileEntry]) -> Iterator[HashedFile | ScanError]:
-        """Yield what the cache knows, as it is looked up; put the entries that must be decoded in ``misses``."""
+    def _cached(self, entries, by_path, misses: list[FileEntry], digested: dict[str, bytes]
+                ) -> Iterator[HashedFile | ScanError]:
+        """Yield what the cache knows, as it is looked up; put the entries that must be decoded in ``misses``.
+
+        The digests read to find renamed files go in ``digested``.
+        """
         cache, key = self.cache, self.key
         for e in entries:
             abspath = os.path.abspath(e.path)
@@ -315,6 +323,7 @@ class Hasher:
             for path, digest in zip(batch, digests):
                 if isinstance(digest, ScanError):
                     continue
+                digested[path] = digest
                 hit = cache.lookup_digest(digest, spec=key)
                 if hit is None:
                     continue

@@ -271,3 +271,29 @@ def test_copies_of_uncompressed_files_are_not_digested_first(tmp_path, photos):
     result = scan([tmp_path], workers=0)
     assert result.counts["decoded"] == 2
     assert [sorted(Path(m.path).name for m in g.members) for g in result.groups] == [["a.bmp", "b.bmp"]]
+
+
+def test_a_file_digested_in_the_rename_search_is_not_digested_again(tmp_path, photos, monkeypatch):
+    # a.jpg was hashed at another hash size, then moved to b.jpg with a copy
+    # c.jpg: the search for renamed files digests b and c (a's size); with
+    # no result at this size they are decoded, and the search for copies
+    # must use those digests, not read the files again.
+    from dupfinder import hashing
+    from dupfinder.cache import Cache
+
+    shutil.copyfile(photos[0], tmp_path / "a.jpg")
+    with Cache(str(tmp_path.parent / f"{tmp_path.name}.sqlite")) as cache:
+        scan([tmp_path], workers=0, cache=cache, hash_size=16)
+        (tmp_path / "a.jpg").rename(tmp_path / "b.jpg")
+        shutil.copyfile(tmp_path / "b.jpg", tmp_path / "c.jpg")
+        read: list[str] = []
+        real = hashing.file_digest
+
+        def counting(path):
+            read.append(Path(path).name)
+            return real(path)
+
+        monkeypatch.setattr(hashing, "file_digest", counting)
+        result = scan([tmp_path], workers=0, cache=cache)
+    assert sorted(read) == ["b.jpg", "c.jpg"]
+    assert result.counts["decoded"] == 1 and len(result.groups) == 1
