@@ -202,7 +202,7 @@ def list_photos(folder: Path) -> list[Path]:
     return photos
 
 
-def build_copies(photos: list[Path], root: Path, copies: int, *, same_bytes: bool = False, tag: str = "") -> None:
+def build_copies(photos: list[Path], root: Path, copies: int, *, same_bytes: bool = False) -> None:
     """Tree (a): ``copies`` copies of each photo, each with other bytes unless ``same_bytes``."""
     for k in range(copies):
         d = root / f"copy{k}"
@@ -211,7 +211,7 @@ def build_copies(photos: list[Path], root: Path, copies: int, *, same_bytes: boo
             if same_bytes:
                 shutil.copyfile(p, d / p.name)
             else:  # a tag of its own length: no two copies share a size either
-                distinct_copy(p, d / p.name, f"dupfinder bench copy {tag}{k} " + "." * k)
+                distinct_copy(p, d / p.name, f"dupfinder bench copy {k} " + "." * k)
 
 
 def _camera_one(job) -> None:
