@@ -190,8 +190,16 @@ class Hasher:
             self.cached = len(entries) - len(todo)
             todo, copies = self._copies_aside(todo, digested)
             unread: list[FileEntry] = []
-            for entry, digest, outcome in self._decoded(todo, by_path, progress=self.progress,
-                                                        done=len(entries) - len(todo), total=len(entries)):
+            # The bar counts a copy when its answer comes (with its first
+            # file's, or after its own decoding), so that it reaches the end
+            # only when every file has one.
+            answered_copies = 0
+
+            def report(p: Progress) -> None:
+                self.progress(dataclasses.replace(p, done=p.done + answered_copies))
+
+            for entry, digest, outcome in self._decoded(todo, by_path, progress=report,
+                                                        done=self.cached, total=len(entries)):
                 yield self._record(entry, digest, outcome)
                 for copy, copy_digest in copies.pop(entry.path, ()):
                     # A file that could not be read, changed since it was
@@ -200,9 +208,12 @@ class Hasher:
                     if digest != copy_digest or _says_nothing_of_the_bytes(outcome):
                         unread.append(copy)
                     else:
+                        answered_copies += 1
                         yield self._record(copy, copy_digest, dataclasses.replace(outcome, path=copy.path))
-            for entry, digest, outcome in self._decoded(unread, by_path):
-                yield self._record(entry, digest, outcome)
+            if unread:
+                for entry, digest, outcome in self._decoded(unread, by_path, progress=self.progress,
+                                                            done=len(entries) - len(unread), total=len(entries)):
+                    yield self._record(entry, digest, outcome)
         finally:
             # Interrupted or not, what was hashed stays cached for the next run.
             self.flush()

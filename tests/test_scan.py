@@ -257,10 +257,16 @@ def test_a_copy_whose_first_file_cannot_be_read_is_read_itself(tmp_path, photos,
         return real(path, spec)
 
     monkeypatch.setattr(hashing, "fingerprint_and_digest", first_unreadable)
-    result = scan([tmp_path], workers=0)
+    seen: list[Progress] = []
+    result = scan([tmp_path], workers=0, progress=seen.append)
     assert [Path(e.path).name for e in result.errors] == ["a.jpg"]
     assert [Path(f.path).name for f in result.files] == ["b.jpg"]
     assert result.counts["decoded"] == 2
+    # The bar counts the copy when it is read, not before: it never runs
+    # backwards and is full only once both files have an answer.
+    done = [p.done for p in seen if p.stage == "hash"]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 2
+    assert done.index(2) == len(done) - 1
 
 
 def test_copies_of_uncompressed_files_are_not_digested_first(tmp_path, photos):
