@@ -7,16 +7,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Iterable
 
-import numpy as np
 
 from .cluster import build_groups, keep_key, keep_rule, only_new
 from .executor import Executor, make_executor, worker_count
-from .filetable import FileTable, TableBuilder, low_information_mask
+from .filetable import FileTable, TableBuilder
 from .fingerprint import ALGORITHMS, COMPAT_MODES, TRANSFORMS, HashSpec
 from .hashing import Hasher, ProgressCallback, _noop
 from .models import (
@@ -207,8 +205,10 @@ def scan(
         found, entries = len(entries), None  # the table has what grouping needs: let the walk's list go
         links = None
         if partial:
-            features, first = _partial_features(files, executor, orient, progress, errors, cache, hasher.features)
-            links = _partial_links(features, first, executor, progress)
+            from .partial_scan import partial_links
+
+            links = partial_links(files, executor=executor, orient=orient, progress=progress, errors=errors,
+                                  cache=cache, ready=hasher.features)
     finally:
         if own_executor:
             executor.close()
@@ -258,102 +258,6 @@ def _settings_dict(settings: ScanSettings) -> dict:
     if not d.get("partial"):
         d.pop("partial", None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def _partial_features(files: FileTable, executor, orient: bool, progress, errors: list,
-                      cache=None, ready: dict | None = None) -> tuple[list, np.ndarray]:
-    """Local features of each file, and for each file the first file with the same bytes.
-
-    Features are None for blank, flat or tiny files (they match only
-    identical files) and for byte-for-byte copies of an earlier file: a
-    content is decoded and matched once, however many copies a library
-    keeps (see :class:`dupfinder.partial.SameBytes`); if that file fails (it
-    vanished or changed since it was hashed), the next copy stands in. A
-    file whose features fail goes to ``errors`` (stage ``partial``). With a
-    cache, features stored for a file's content are read back and only the
-    others computed (then stored), so a nightly ``--partial`` scan decodes
-    only new and changed files twice. ``ready`` holds features the hashing
-    pass computed from its own decode, by content digest.
-    """
-    from .partial import Features, features_for
-    from .partial_features import features_key
-
-    features: list = [None] * len(files)
-    first = np.arange(len(files))
-    copies: dict[int, list[int]] = {}  # first file -> its later copies
-    key = None
-    if cache is not None:
-        key = features_key(orient=orient)
-        cache.forget_features(other_than=key)  # older settings or OpenCV: never read again
-    todo = []
-    n_stored = 0
-
-    def store(i: int, f) -> None:
-        # Into the cache, committed in batches like the hashes (a WAL of MBs, not GBs).
-        nonlocal n_stored
-        if cache is not None and files.has_digest[i] and _unchanged(files, i):
-            cache.put_features(files.digest[i].tobytes(), key, f.to_bytes())
-            n_stored += 1
-            if n_stored % Hasher.BATCH_FILES == 0:
-                cache.commit()
-
-    for i in np.flatnonzero(~low_information_mask(files)).tolist():
-        digest = files.digest[i].tobytes() if files.has_digest[i] else None
-        if digest is not None:
-            first[i] = copies.setdefault(digest, [i])[0]
-            if first[i] != i:
-                copies[digest].append(i)
-                continue
-        record = cache.lookup_features(digest, spec=key) if cache is not None and digest is not None else None
-        try:
-            features[i] = Features.from_bytes(files.paths[i], record) if record is not None else None
-        except ValueError:  # a damaged record is recomputed and replaced
-            features[i] = None
-        if features[i] is None and ready and digest in ready:
-            features[i] = dataclasses.replace(ready[digest], path=files.paths[i])
-            store(i, features[i])
-        if features[i] is None:
-            todo.append(i)
-    later = {group[0]: group[1:] for group in copies.values() if len(group) > 1}
-    while todo:
-        found = features_for([files.paths[i] for i in todo], executor=executor,
-                             workers=worker_count(executor), orient=orient, progress=progress)
-        retry = []
-        for i, f in zip(todo, found):
-            if isinstance(f, Features):
-                features[i] = f
-                store(i, f)
-                continue
-            if f is not None:
-                errors.append(f)
-            rest = later.pop(i, [])
-            if rest:  # the next copy stands in for the content; the failed file keeps no matches
-                first[rest] = rest[0]
-                later[rest[0]] = rest[1:]
-                retry.append(rest[0])
-        todo = retry
-    if cache is not None:
-        cache.commit()
-    return features, first
-
-
-def _unchanged(files: FileTable, i: int) -> bool:
-    # Features are stored under the digest of the bytes hashed a moment ago:
-    # only if the file still has that size and time were they read from them.
-    row = files[i]
-    try:
-        st = os.stat(row.path)
-    except OSError:
-        return False
-    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
-
-
-def _partial_links(features: list, first: np.ndarray, executor, progress):
-    """``(i, j) -> (what file j is to file i, box)`` for the verified partial copies (a lazy Mapping)."""
-    from .partial import SameBytes, partial_relations
-
-    links = partial_relations(features, executor=executor, progress=progress)
-    return SameBytes(links, first) if (first != np.arange(len(first))).any() else links
 
 
 def collect(items: Iterable[HashedFile | ScanError], errors: list[ScanError], *, capacity: int = 1024) -> FileTable:

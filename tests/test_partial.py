@@ -333,8 +333,12 @@ def test_when_the_first_of_two_copies_fails_the_next_stands_in(partial_tree, mon
         return real(path, **kw)
 
     monkeypatch.setattr(pf, "file_features", failing)
-    result = dupfinder.scan([partial_tree], workers=0, partial=True)
+    seen = []
+    result = dupfinder.scan([partial_tree], workers=0, partial=True, progress=seen.append)
     assert [(Path(e.path).name, e.stage) for e in result.errors] == [("p0020.jpg", "partial")]
+    # The copy's round extends the one bar: it never runs backwards.
+    bar = [(p.done, p.total) for p in seen if p.stage == "features"]
+    assert bar == sorted(bar) and bar[-1] == (6, 6)  # five contents, then the copy
     shot = next(g for g in result.groups if g.keep.path.endswith("screenshot.jpg"))
     members = {Path(m.path).name: m.transform for m in shot.members if not m.keep}
     assert members["p0020_copy.jpg"] == "crop+mirror"
