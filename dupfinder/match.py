@@ -18,7 +18,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -217,19 +217,38 @@ def _reference_features(reference: ReferenceIndex, executor, orient: bool, error
 
 
 def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, refs,
-                  *, transforms: bool, errors: list) -> list[Match]:
+                  *, transforms: bool, errors: list, stored, ready: dict, workers: int) -> list[Match]:
     """Add the references each target copies in part to the chunk's matches (``refs``: partial_refs.References).
 
-    A target whose worker died on its local features goes to ``errors``.
+    A target's features come from the cache (``stored``, a
+    :class:`~dupfinder.partial_store.StoredFeatures`) or from the hashing
+    pass's decode (``ready``, by digest) where they can; the workers compute
+    the others, and those are stored. A target whose worker died on its
+    local features goes to ``errors``.
     """
     from .index import hamming_distance
 
     where = {f.path: i for i, f in enumerate(files)}
-    eligible = [f.path for f in files if not is_low_information(f)]
     by_path = {m.path: m for m in found}
     words = reference.hashes.shape[1]
     extra: dict[int, list[RefHit]] = {}
-    for path, partial_matches in refs.match(eligible):
+
+    def targets():  # read as the workers need them: a chunk's features are never all in memory
+        for f in files:
+            if is_low_information(f):
+                continue
+            digest = bytes.fromhex(f.digest) if f.digest else None
+            features = stored.get(f.path, digest)
+            if features is None and digest in ready:
+                features = replace(ready.pop(digest), path=f.path)
+                stored.put(f, features)
+            yield f.path, features
+
+    def keep(path: str, features) -> None:
+        stored.put(files[where[path]], features)
+
+    computed = keep if stored.cache is not None else None
+    for path, partial_matches in refs.match(targets(), workers=workers, computed=computed):
         if isinstance(partial_matches, ScanError):
             errors.append(partial_matches)
             continue
@@ -342,9 +361,13 @@ def match(
         executor = make_executor(workers, jobs=len(first) + (len(reference) if partial else 0))
     stack = contextlib.ExitStack()
     try:
-        refs = None
+        refs = stored = None
         if partial:
             from .partial_refs import references
+            from .partial_store import StoredFeatures
+
+            stored = StoredFeatures(cache, orient=orient)
+            stack.callback(stored.close)
 
             # The references' features go to a memory-mapped folder once; the
             # list is not kept (10^4 references hold 0.5 GB of them).
@@ -355,7 +378,7 @@ def match(
                 progress(Progress("hash", _base + p.done, None))
 
             hasher = Hasher(spec, cache=cache, executor=executor,
-                            workers=worker_count(executor), progress=report)
+                            workers=worker_count(executor), progress=report, features=partial)
             files = []
             for item in hasher.run(batch):
                 (errors if isinstance(item, ScanError) else files).append(item)
@@ -366,7 +389,8 @@ def match(
             counts["low_information"] += sum(1 for f in files if is_low_information(f))
             found = _hits_for_chunk(files, reference, threshold, transforms, by_digest)
             if refs is not None:
-                found = _with_partial(found, files, reference, refs, transforms=transforms, errors=errors)
+                found = _with_partial(found, files, reference, refs, transforms=transforms, errors=errors,
+                                      stored=stored, ready=hasher.features, workers=worker_count(executor))
             matches.extend(found)
             base += len(batch)
     finally:

@@ -12,9 +12,10 @@ sorted once, not once per chunk of targets.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial as bind
 
@@ -53,23 +54,44 @@ class References:
         self._folder = folder
         self._orient = orient
 
-    def match(self, paths: Sequence[str]) -> Iterator[tuple[str, list[PartialMatch] | ScanError]]:
+    def match(self, targets: Iterable[tuple[str, Features | None]], *, workers: int = 1,
+              computed: Callable[[str, Features], None] | None = None,
+              ) -> Iterator[tuple[str, list[PartialMatch] | ScanError]]:
         """``(path, matches)`` for each target with a partial match: ``a`` a reference's index, ``b`` the path.
 
-        ``paths`` should be distinct. A target that cannot be read now (it
-        vanished or changed since it was hashed), or whose worker process
-        died (tried again alone), comes with a ScanError (stage
-        ``partial``) instead of matches.
+        ``targets`` are ``(path, features)``, the features None where the
+        worker should compute them; paths should be distinct. Consumed a
+        few batches of ``workers`` ahead, so a caller can read features from
+        a cache as they are needed. ``computed(path, features)``, if given,
+        receives the features the workers computed (to keep them). A target
+        that cannot be read now (it vanished or changed since it was hashed),
+        or whose worker process died (tried again alone), comes with a
+        ScanError (stage ``partial``) instead of matches.
         """
-        from .executor import WorkerCrashed, map_retrying, worker_count
-        from .hashing import in_batches
+        from .executor import WorkerCrashed, map_retrying
 
-        work = bind(_match_batch, folder=self._folder, orient=self._orient)
-        for batch, result in map_retrying(self._executor, work, in_batches(paths, worker_count(self._executor))):
+        work = bind(_match_batch, folder=self._folder, orient=self._orient, keep=computed is not None)
+        for batch, result in map_retrying(self._executor, work, _batched(targets, workers)):
             if isinstance(result, WorkerCrashed):
-                yield batch[0], ScanError(batch[0], "partial", CRASHED)
-            else:
-                yield from result
+                yield batch[0][0], ScanError(batch[0][0], "partial", CRASHED)
+                continue
+            found, new = result
+            for path, features in new:
+                computed(path, features)
+            yield from found
+
+
+def _batched(targets: Iterable, workers: int) -> Iterator[list]:
+    # Batches of 16 (see hashing.batch_size), fewer for a handful of targets
+    # so that both workers get some.
+    from .hashing import batch_size
+
+    targets = iter(targets)
+    head = list(itertools.islice(targets, 16 * 4 * max(workers, 1)))
+    size = batch_size(len(head), workers)
+    rest = itertools.chain(head, targets)
+    while batch := list(itertools.islice(rest, size)):
+        yield batch
 
 
 CRASHED = "the worker process died matching this file's local features against the references (--partial)"
@@ -91,7 +113,7 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
     ...     target = os.path.join(tmp, "part.png")
     ...     art.crop((40, 30, 300, 230)).save(target)
     ...     with references([None, image_features(art)], executor=InlineExecutor()) as refs:
-    ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
+    ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([(target, None)]) for m in found]
     [(1, True, 'crop')]
     """
     table = FeatureTable.pack(features)
@@ -128,26 +150,35 @@ def _open(folder: str) -> tuple:
     return _OPEN[folder]
 
 
-def _match_batch(paths: Sequence[str], *, folder: str, orient: bool) -> list[tuple[str, list[PartialMatch]]]:
-    """The work of one worker: features of a batch of targets, their candidates and verified matches."""
+def _match_batch(targets: Sequence[tuple[str, Features | None]], *, folder: str, orient: bool, keep: bool = False,
+                 ) -> tuple[list[tuple[str, list[PartialMatch] | ScanError]], list[tuple[str, Features]]]:
+    """The work of one worker: features of a batch of targets, their candidates and verified matches.
+
+    Returns the targets with matches (or errors), and with ``keep`` the
+    features computed here.
+    """
     table, db, index = _open(folder)
-    targets, failed = [], []
-    for path in paths:
-        f = file_features(path, orient=orient)
-        if isinstance(f, ScanError):  # hashed a moment ago: it vanished or changed since
-            failed.append((path, partial_error(f)))
-        elif len(f):
-            targets.append((path, f))
-    if not targets:
-        return failed
-    features = [f for _, f in targets]
+    ready, failed, new = [], [], []
+    for path, f in targets:
+        if f is None:
+            f = file_features(path, orient=orient)
+            if isinstance(f, ScanError):  # hashed a moment ago: it vanished or changed since
+                failed.append((path, partial_error(f)))
+                continue
+            if keep:
+                new.append((path, f))
+        if len(f):
+            ready.append((path, f))
+    if not ready:
+        return failed, new
+    features = [f for _, f in ready]
     probes = [(*stacked(features, mirrored=False), False), (*stacked(features, mirrored=True), True)]
     votes = merge_votes(votes_at(db, probes, p, within=False, index=index[p]) for p in range(N_POSITIONS))
     # i is a target, j a reference: how the target relates to the reference.
     candidates = list(grouped(votes, MIN_VOTES))
-    found = [verify(table[j], targets[i][1], mirrored=m, a=j, b=targets[i][0], hint=(kj, ki))
+    found = [verify(table[j], ready[i][1], mirrored=m, a=j, b=ready[i][0], hint=(kj, ki))
              for i, j, m, ki, kj in candidates]
     by_target: dict[str, list[PartialMatch]] = {}
     for match in best_matches(candidates, found):
         by_target.setdefault(match.b, []).append(match)
-    return failed + list(by_target.items())
+    return failed + list(by_target.items()), new

@@ -17,13 +17,13 @@ and, with a cache, once per content ever:
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
 from .executor import worker_count
 from .filetable import FileTable, low_information_mask
 from .models import Progress
+from .partial_store import StoredFeatures
 
 __all__ = ["features_once", "partial_links"]
 
@@ -69,16 +69,17 @@ def features_once(files: FileTable, *, executor, orient: bool, progress, errors:
     """
     from .partial import Features, features_for
 
-    stored = _Stored(cache, orient=orient)
+    stored = StoredFeatures(cache, orient=orient)
     first, later, distinct = _first_copies(files)
     features: list = [None] * len(files)
     todo = []
     for i in distinct:
-        features[i] = stored.get(files, i)
         digest = files.digest[i].tobytes() if files.has_digest[i] else None
+        features[i] = stored.get(files.paths[i], digest)
         if features[i] is None and ready and digest in ready:
             features[i] = dataclasses.replace(ready[digest], path=files.paths[i])
-            stored.put(files, i, features[i])
+            if cache is not None:  # a row costs its hex: only to store
+                stored.put(files[i], features[i])
         if features[i] is None:
             todo.append(i)
     base = 0  # files computed in earlier rounds: one bar for all of them
@@ -94,7 +95,8 @@ def features_once(files: FileTable, *, executor, orient: bool, progress, errors:
         for i, f in zip(todo, found):
             if isinstance(f, Features):
                 features[i] = f
-                stored.put(files, i, f)
+                if cache is not None:
+                    stored.put(files[i], f)
                 continue
             if f is not None:
                 errors.append(f)
@@ -135,54 +137,3 @@ def _first_copies(files: FileTable) -> tuple[np.ndarray, dict[int, list[int]], l
         distinct.append(i)
     later = {group[0]: group[1:] for group in copies.values() if len(group) > 1}
     return first, later, distinct
-
-
-class _Stored:
-    """A cache's features for this run's settings (or nothing, without a cache): read by content, put in batches."""
-
-    def __init__(self, cache, *, orient: bool):
-        from .partial_features import features_key
-
-        self.cache = cache
-        self.key = features_key(orient=orient)
-        self._pending = 0
-        if cache is not None:
-            cache.forget_features(other_than=self.key)  # older settings or OpenCV: never read again
-
-    def get(self, files: FileTable, i: int):
-        """File i's features from the cache, or None (none stored, or a damaged record: recomputed and replaced)."""
-        from .partial import Features
-
-        if self.cache is None or not files.has_digest[i]:
-            return None
-        record = self.cache.lookup_features(files.digest[i].tobytes(), spec=self.key)
-        try:
-            return None if record is None else Features.from_bytes(files.paths[i], record)
-        except ValueError:
-            return None
-
-    def put(self, files: FileTable, i: int, features) -> None:
-        """Keep file i's features, if its bytes are still those it was hashed from; committed in batches like the hashes."""
-        from .hashing import Hasher
-
-        if self.cache is None or not files.has_digest[i] or not _unchanged(files, i):
-            return
-        self.cache.put_features(files.digest[i].tobytes(), self.key, features.to_bytes())
-        self._pending += 1
-        if self._pending % Hasher.BATCH_FILES == 0:  # a WAL of MBs, not GBs
-            self.cache.commit()
-
-    def close(self) -> None:
-        if self.cache is not None:
-            self.cache.commit()
-
-
-def _unchanged(files: FileTable, i: int) -> bool:
-    # Features are stored under the digest of the bytes hashed a moment ago:
-    # only if the file still has that size and time were they read from them.
-    row = files[i]
-    try:
-        st = os.stat(row.path)
-    except OSError:
-        return False
-    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)

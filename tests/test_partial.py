@@ -257,6 +257,7 @@ def test_the_default_scan_imports_neither_opencv_nor_the_partial_module(partial_
 def _counting_features(monkeypatch) -> list:
     # Every file whose local features are computed (in process: workers=0).
     import dupfinder.partial_features as pf
+    import dupfinder.partial_refs as pr
 
     seen: list[str] = []
     real = pf.file_features
@@ -266,6 +267,7 @@ def _counting_features(monkeypatch) -> list:
         return real(path, **kw)
 
     monkeypatch.setattr(pf, "file_features", counting)
+    monkeypatch.setattr(pr, "file_features", counting)  # match --partial's workers
     return seen
 
 
@@ -282,6 +284,56 @@ def test_a_cached_rescan_computes_no_features_and_gives_the_same_groups(partial_
     assert again.counts["cached"] == len(again.files)
     assert first.groups == again.groups
     assert first.groups == dupfinder.scan([partial_tree], workers=0, partial=True).groups
+
+
+def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_tree, tmp_path, monkeypatch):
+    # match --partial keeps the targets' features in the cache, as scan
+    # does: the second night decodes only what is new.
+    from dupfinder.cache import Cache
+
+    refs, targets = tmp_path / "refs", tmp_path / "targets"
+    refs.mkdir()
+    targets.mkdir()
+    for stem in ("p0005", "p0020"):
+        shutil.copyfile(ORIGINALS / f"{stem}.jpg", refs / f"{stem}.jpg")
+    for name in ("cropped.jpg", "screenshot.jpg", "p0031.jpg"):
+        shutil.copyfile(partial_tree / name, targets / name)
+    index, _ = build_reference([refs], workers=0)
+    computed = _counting_features(monkeypatch)
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        first = match([targets], index, workers=0, partial=True, cache=cache)
+        # The references' (once a run, from their files), then the targets'.
+        assert sorted(computed) == ["cropped.jpg", "p0005.jpg", "p0020.jpg", "p0031.jpg", "screenshot.jpg"]
+        computed.clear()
+        again = match([targets], index, workers=0, partial=True, cache=cache)
+        assert computed == ["p0005.jpg", "p0020.jpg"]  # the references' features: once a run
+        assert again.matches == first.matches
+        crop(photo("p0005"), (40, 30, 300, 230)).save(targets / "new.jpg", quality=85)
+        computed.clear()
+        third = match([targets], index, workers=0, partial=True, cache=cache)
+    assert sorted(computed) == ["new.jpg", "p0005.jpg", "p0020.jpg"]
+    got = {Path(m.path).name: (Path(m.best.reference).name, m.best.transform) for m in third.matches}
+    assert got == {"cropped.jpg": ("p0005.jpg", "crop"), "screenshot.jpg": ("p0020.jpg", "contained+mirror"),
+                   "new.jpg": ("p0005.jpg", "crop")}
+    assert first.matches == match([targets / n for n in ("cropped.jpg", "screenshot.jpg", "p0031.jpg")],
+                                  index, workers=0, partial=True).matches
+
+
+def test_match_partial_takes_a_big_targets_features_from_its_hashing_decode(partial_tree, tmp_path, monkeypatch):
+    # A camera-size JPEG drafts to 1/8 for the hashes and for the features
+    # alike: it is decoded once, and matched as if its features were read apart.
+    refs, targets = tmp_path / "refs", tmp_path / "targets"
+    refs.mkdir()
+    targets.mkdir()
+    shutil.copyfile(ORIGINALS / "p0005.jpg", refs / "p0005.jpg")
+    part = crop(photo("p0005"), (70, 10, 320, 215))
+    part.resize((part.width * 11, part.height * 11), Image.Resampling.BICUBIC).save(targets / "big.jpg", quality=90)
+    index, _ = build_reference([refs], workers=0)
+    computed = _counting_features(monkeypatch)
+    result = match([targets], index, workers=0, partial=True)
+    assert computed == ["p0005.jpg"]  # the reference's only
+    assert [(Path(m.path).name, m.best.transform) for m in result.matches] == [("big.jpg", "crop")]
+    assert close(result.matches[0].best.box, (70, 10, 320, 215)), result.matches[0].best.box
 
 
 def test_only_a_changed_file_gets_new_features(partial_tree, tmp_path, monkeypatch):
@@ -630,11 +682,17 @@ def test_targets_matched_in_the_workers_against_written_references_as_find_parti
     expected = sorted((m.a, paths[m.b], m.kind, m.box, m.mirrored) for m in find_partial(refs, queries=targets))
     monkeypatch.setattr(dupfinder.hashing, "batch_size", lambda jobs, workers: 2)  # several batches
     executor = ProcessExecutor(2) if pool else InlineExecutor()
+    # Every other target comes with its features (as from the cache); the
+    # workers compute the rest and hand them back.
+    given = [(p, t if k % 2 else None) for k, (p, t) in enumerate(zip(paths, targets))]
+    computed = {}
     try:
         with references(refs, executor=executor) as written:
-            answers = list(written.match(paths))
+            answers = list(written.match(given, workers=2, computed=computed.__setitem__))
     finally:
         executor.close()
+    assert sorted(computed) == [p for p, t in given if t is None and not p.endswith("missing.png")]
+    assert all(computed[p].descriptors.tobytes() == targets[paths.index(p)].descriptors.tobytes() for p in computed)
     assert len({path for path, _ in answers}) == len(answers)  # a target once
     # missing.png was "hashed" (by this test) but is not there: an error row, not silence.
     failed = {Path(path).name: found.stage for path, found in answers if isinstance(found, dupfinder.ScanError)}
@@ -648,11 +706,11 @@ def test_targets_matched_in_the_workers_against_written_references_as_find_parti
         (0, "target4.png", "contained")}
 
 
-def _match_or_die(paths, *, folder, orient):
+def _match_or_die(targets, *, folder, orient, keep):
     # Kills its worker process on any batch holding target1.png.
-    if os.getpid() != _PARENT and any(p.endswith("target1.png") for p in paths):
+    if os.getpid() != _PARENT and any(p.endswith("target1.png") for p, _ in targets):
         os._exit(1)
-    return _REAL["match"](paths, folder=folder, orient=orient)
+    return _REAL["match"](targets, folder=folder, orient=orient, keep=keep)
 
 
 def _features_or_die(paths, orient=True):
@@ -683,7 +741,7 @@ def test_a_target_that_kills_its_worker_is_an_error_and_no_other_target_loses_it
     executor = ProcessExecutor(2, start_method="fork")
     try:
         with references(refs, executor=executor) as written:
-            answers = dict(written.match(paths))
+            answers = dict(written.match([(p, None) for p in paths], workers=2))
         features = features_for(paths, executor=executor, workers=2)
     finally:
         executor.close()

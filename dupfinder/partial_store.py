@@ -1,0 +1,80 @@
+"""Local features kept in the cache by content, for ``scan --partial`` and ``match --partial``.
+
+A nightly run decodes only new and changed files for their features: the
+others' are read back from the cache's ``features`` table, keyed by the
+content digest and every setting that changes them (OpenCV's version too).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .models import HashedFile
+
+__all__ = ["StoredFeatures"]
+
+
+class StoredFeatures:
+    """A cache's features for this run's settings, or nothing without a cache: read by content, put in batches.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from dupfinder.cache import Cache
+    >>> from dupfinder.partial_features import image_features
+    >>> p = tempfile.mktemp(suffix=".png")
+    >>> Image.effect_mandelbrot((320, 240), (-2, -1.5, 1, 1.5), 100).save(p)
+    >>> st = os.stat(p)
+    >>> row = HashedFile(p, st.st_size, st.st_mtime_ns, 320, 240, "c4001b0065008c00", "ab" * 16)
+    >>> with Cache(":memory:") as cache:
+    ...     stored = StoredFeatures(cache, orient=True)
+    ...     stored.put(row, image_features(Image.open(p), path=p))
+    ...     len(stored.get(p, bytes.fromhex(row.digest))) > 0, stored.get(p, bytes(16))
+    (True, None)
+    """
+
+    def __init__(self, cache, *, orient: bool):
+        from .partial_features import features_key
+
+        self.cache = cache
+        self.key = features_key(orient=orient)
+        self._pending = 0
+        if cache is not None:
+            cache.forget_features(other_than=self.key)  # older settings or OpenCV: never read again
+
+    def get(self, path: str, digest: bytes | None):
+        """The features stored for these bytes, or None (none stored, or a damaged record: recomputed and replaced)."""
+        from .partial import Features
+
+        if self.cache is None or digest is None:
+            return None
+        record = self.cache.lookup_features(digest, spec=self.key)
+        try:
+            return None if record is None else Features.from_bytes(path, record)
+        except ValueError:
+            return None
+
+    def put(self, row: HashedFile, features) -> None:
+        """Keep a hashed file's features, if it still has the bytes it was hashed from; committed in batches like the hashes."""
+        from .hashing import Hasher
+
+        if self.cache is None or not row.digest or not _unchanged(row):
+            return
+        self.cache.put_features(bytes.fromhex(row.digest), self.key, features.to_bytes())
+        self._pending += 1
+        if self._pending % Hasher.BATCH_FILES == 0:  # a WAL of MBs, not GBs
+            self.cache.commit()
+
+    def close(self) -> None:
+        """Commit what is pending."""
+        if self.cache is not None:
+            self.cache.commit()
+
+
+def _unchanged(row: HashedFile) -> bool:
+    # Features are stored under the digest of the bytes hashed a moment ago:
+    # only if the file still has that size and time were they read from them.
+    try:
+        st = os.stat(row.path)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
