@@ -198,22 +198,40 @@ def _hits_for_chunk(
     return out
 
 
-def _reference_features(reference: ReferenceIndex, executor, orient: bool, errors: list) -> list:
+def _reference_features(reference: ReferenceIndex, executor, orient: bool, errors: list, stored) -> list:
     """Local features of the references whose labels are image files; UsageError if none is.
 
-    A reference image that cannot be read (gone, damaged) goes to ``errors``
-    (stage ``partial``): it is matched by its hashes only.
+    A reference whose file the cache knows unchanged (``stored``, a
+    :class:`~dupfinder.partial_store.StoredFeatures`) has its features read
+    back; the others are computed in the workers, and stored where the cache
+    knows the bytes. A reference image that cannot be read (gone, damaged)
+    goes to ``errors`` (stage ``partial``): it is matched by its hashes only.
     """
     from .partial import Features, features_for
 
-    found = features_for(list(reference.labels), executor=executor,
-                         workers=worker_count(executor), orient=orient)
-    if not any(isinstance(f, Features) for f in found):
+    labels = list(reference.labels)
+    features: list = [None] * len(labels)
+    known = {}
+    for i, label in enumerate(labels):
+        file = stored.known(label)
+        if file is not None:
+            features[i] = stored.get(label, file[2])
+            known[i] = file
+    todo = [i for i, f in enumerate(features) if f is None]
+    found = features_for([labels[i] for i in todo], executor=executor, workers=worker_count(executor), orient=orient)
+    for i, f in zip(todo, found):
+        if isinstance(f, Features):
+            features[i] = f
+            if i in known:
+                size, mtime_ns, digest = known[i]
+                stored.put_bytes(f, path=labels[i], size=size, mtime_ns=mtime_ns, digest=digest)
+        elif f is not None:
+            errors.append(ScanError(f.path, f.stage, f"reference: {f.message}"))
+    if not any(f is not None for f in features):
         msg = ("partial matching needs the reference images: give --reference a folder of images "
                "(or an index built from one whose files are still there)")
         raise UsageError(msg)
-    errors.extend(ScanError(f.path, f.stage, f"reference: {f.message}") for f in found if isinstance(f, ScanError))
-    return [f if isinstance(f, Features) else None for f in found]
+    return features
 
 
 def _with_partial(found: list[Match], files: list[HashedFile], reference: ReferenceIndex, refs,
@@ -372,7 +390,7 @@ def match(
             # The references' features go to a memory-mapped folder once; the
             # list is not kept (10^4 references hold 0.5 GB of them).
             refs = stack.enter_context(references(
-                _reference_features(reference, executor, orient, errors), executor=executor, orient=orient))
+                _reference_features(reference, executor, orient, errors, stored), executor=executor, orient=orient))
         for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
                 progress(Progress("hash", _base + p.done, None))

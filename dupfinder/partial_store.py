@@ -55,14 +55,31 @@ class StoredFeatures:
 
     def put(self, row: HashedFile, features) -> None:
         """Keep a hashed file's features, if it still has the bytes it was hashed from; committed in batches like the hashes."""
+        if self.cache is not None and row.digest:
+            self.put_bytes(features, path=row.path, size=row.size, mtime_ns=row.mtime_ns,
+                           digest=bytes.fromhex(row.digest))
+
+    def put_bytes(self, features, *, path: str, size: int, mtime_ns: int, digest: bytes) -> None:
+        """:meth:`put` for a file known by its size, time and content digest."""
         from .hashing import Hasher
 
-        if self.cache is None or not row.digest or not _unchanged(row):
+        if self.cache is None or not _unchanged(path, size, mtime_ns):
             return
-        self.cache.put_features(bytes.fromhex(row.digest), self.key, features.to_bytes())
+        self.cache.put_features(digest, self.key, features.to_bytes())
         self._pending += 1
         if self._pending % Hasher.BATCH_FILES == 0:  # a WAL of MBs, not GBs
             self.cache.commit()
+
+    def known(self, path: str) -> tuple[int, int, bytes] | None:
+        """``(size, mtime_ns, digest)`` of a file as it is now, if the cache knows its bytes (a file it hashed, unchanged since)."""
+        if self.cache is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        digest = self.cache.file_digest(os.path.abspath(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return None if digest is None else (st.st_size, st.st_mtime_ns, digest)
 
     def close(self) -> None:
         """Commit what is pending."""
@@ -70,11 +87,11 @@ class StoredFeatures:
             self.cache.commit()
 
 
-def _unchanged(row: HashedFile) -> bool:
+def _unchanged(path: str, size: int, mtime_ns: int) -> bool:
     # Features are stored under the digest of the bytes hashed a moment ago:
     # only if the file still has that size and time were they read from them.
     try:
-        st = os.stat(row.path)
+        st = os.stat(path)
     except OSError:
         return False
-    return (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
+    return (st.st_size, st.st_mtime_ns) == (size, mtime_ns)

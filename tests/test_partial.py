@@ -298,25 +298,35 @@ def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_
         shutil.copyfile(ORIGINALS / f"{stem}.jpg", refs / f"{stem}.jpg")
     for name in ("cropped.jpg", "screenshot.jpg", "p0031.jpg"):
         shutil.copyfile(partial_tree / name, targets / name)
-    index, _ = build_reference([refs], workers=0)
     computed = _counting_features(monkeypatch)
     with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        index, _ = build_reference([refs], workers=0, cache=cache)  # as match --reference FOLDER does
         first = match([targets], index, workers=0, partial=True, cache=cache)
-        # The references' (once a run, from their files), then the targets'.
         assert sorted(computed) == ["cropped.jpg", "p0005.jpg", "p0020.jpg", "p0031.jpg", "screenshot.jpg"]
         computed.clear()
+        index, _ = build_reference([refs], workers=0, cache=cache)
         again = match([targets], index, workers=0, partial=True, cache=cache)
-        assert computed == ["p0005.jpg", "p0020.jpg"]  # the references' features: once a run
+        assert computed == []
         assert again.matches == first.matches
         crop(photo("p0005"), (40, 30, 300, 230)).save(targets / "new.jpg", quality=85)
+        # New originals: p0031's bytes are a target's, whose features are cached.
+        for stem in ("p0028", "p0031"):
+            shutil.copyfile(ORIGINALS / f"{stem}.jpg", refs / f"{stem}.jpg")
         computed.clear()
+        index, _ = build_reference([refs], workers=0, cache=cache)
         third = match([targets], index, workers=0, partial=True, cache=cache)
-    assert sorted(computed) == ["new.jpg", "p0005.jpg", "p0020.jpg"]
+        assert sorted(computed) == ["new.jpg", "p0028.jpg"]
+        # An original touched since its index was built: its cached features
+        # are not taken on trust, it is read again.
+        os.utime(refs / "p0005.jpg", ns=(1, 10**18))
+        computed.clear()
+        match([targets], index, workers=0, partial=True, cache=cache)
+        assert computed == ["p0005.jpg"]
     got = {Path(m.path).name: (Path(m.best.reference).name, m.best.transform) for m in third.matches}
     assert got == {"cropped.jpg": ("p0005.jpg", "crop"), "screenshot.jpg": ("p0020.jpg", "contained+mirror"),
-                   "new.jpg": ("p0005.jpg", "crop")}
-    assert first.matches == match([targets / n for n in ("cropped.jpg", "screenshot.jpg", "p0031.jpg")],
-                                  index, workers=0, partial=True).matches
+                   "new.jpg": ("p0005.jpg", "crop"), "p0031.jpg": ("p0031.jpg", "identical")}
+    # The same answers as a run with no cache at all.
+    assert third.matches == match([targets], index, workers=0, partial=True).matches
 
 
 def test_match_partial_takes_a_big_targets_features_from_its_hashing_decode(partial_tree, tmp_path, monkeypatch):
