@@ -427,12 +427,14 @@ class Cache:
             self.db.execute("INSERT OR REPLACE INTO features (digest, spec, data) VALUES (?, ?, ?)",
                             (digest, spec, data))
 
-    def forget_features(self, *, other_than: str) -> int:
+    def forget_features(self, *, other_than: str | Iterable[str]) -> int:
         """Drop features stored under any other key (older settings, another OpenCV): they are never read again."""
         if not self._features:
             return 0
+        keep = [other_than] if isinstance(other_than, str) else list(other_than)
         self._begin()
-        return self.db.execute("DELETE FROM features WHERE spec != ?", (other_than,)).rowcount
+        marks = ", ".join("?" * len(keep))
+        return self.db.execute(f"DELETE FROM features WHERE spec NOT IN ({marks})", keep).rowcount
 
     def added_at(self, paths: Iterable[str]) -> dict[str, float]:
         """When each path was first recorded with its current content."""

@@ -134,6 +134,9 @@ def build_reference(
     return index, tuple(sorted(errors, key=lambda e: e.path))
 
 
+PARTIAL_CHUNK = 1024  # targets hashed at a time by match(partial=True)
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk = []
     for item in items:
@@ -198,7 +201,7 @@ def _hits_for_chunk(
     return out
 
 
-def _reference_features(reference: ReferenceIndex, executor, orient: bool, errors: list, stored) -> list:
+def _reference_features(reference: ReferenceIndex, executor, orient: bool, errors: list, stored, progress) -> list:
     """Local features of the references whose labels are image files; UsageError if none is.
 
     A reference whose file the cache knows unchanged (``stored``, a
@@ -218,7 +221,8 @@ def _reference_features(reference: ReferenceIndex, executor, orient: bool, error
             features[i] = stored.get(label, file[2])
             known[i] = file
     todo = [i for i, f in enumerate(features) if f is None]
-    found = features_for([labels[i] for i in todo], executor=executor, workers=worker_count(executor), orient=orient)
+    found = features_for([labels[i] for i in todo], executor=executor, workers=worker_count(executor), orient=orient,
+                         progress=progress)
     for i, f in zip(todo, found):
         if isinstance(f, Features):
             features[i] = f
@@ -251,22 +255,21 @@ def _with_partial(found: list[Match], files: list[HashedFile], reference: Refere
     words = reference.hashes.shape[1]
     extra: dict[int, list[RefHit]] = {}
 
-    def targets():  # read as the workers need them: a chunk's features are never all in memory
-        for f in files:
-            if is_low_information(f):
-                continue
-            digest = bytes.fromhex(f.digest) if f.digest else None
-            features = stored.get(f.path, digest)
-            if features is None and digest in ready:
-                features = replace(ready.pop(digest), path=f.path)
-                stored.put(f, features)
-            yield f.path, features
+    def at_hand(path: str):
+        f = files[where[path]]
+        digest = bytes.fromhex(f.digest) if f.digest else None
+        features = stored.get(path, digest)
+        if features is None and digest in ready:
+            features = replace(ready.pop(digest), path=path)
+            stored.put(f, features)
+        return features
 
     def keep(path: str, features) -> None:
         stored.put(files[where[path]], features)
 
+    eligible = [f.path for f in files if not is_low_information(f)]
     computed = keep if stored.cache is not None else None
-    for path, partial_matches in refs.match(targets(), workers=workers, computed=computed):
+    for path, partial_matches in refs.match(eligible, workers=workers, known=at_hand, computed=computed):
         if isinstance(partial_matches, ScanError):
             errors.append(partial_matches)
             continue
@@ -373,7 +376,10 @@ def match(
 
     # The first chunk tells how much work there is: a handful of targets is
     # hashed in this process rather than by a pool that costs more to start.
-    chunks = _chunks(entries(), chunk)
+    # With partial, the hashing decode's features of a chunk's targets wait
+    # in this process for their matching (about 45 KB each): chunks of
+    # PARTIAL_CHUNK keep that under 50 MB.
+    chunks = _chunks(entries(), min(chunk, PARTIAL_CHUNK) if partial else chunk)
     first = next(chunks, [])
     if executor is None:
         executor = make_executor(workers, jobs=len(first) + (len(reference) if partial else 0))
@@ -390,10 +396,14 @@ def match(
             # The references' features go to a memory-mapped folder once; the
             # list is not kept (10^4 references hold 0.5 GB of them).
             refs = stack.enter_context(references(
-                _reference_features(reference, executor, orient, errors, stored), executor=executor, orient=orient))
+                _reference_features(reference, executor, orient, errors, stored, progress), executor=executor,
+                orient=orient))
         for batch in itertools.chain([first] if first else [], chunks):
             def report(p: Progress, _base=base) -> None:
-                progress(Progress("hash", _base + p.done, None))
+                # One bar for the whole stream of targets; a chunk's short
+                # search for byte-for-byte copies would only make it jump.
+                if p.stage == "hash":
+                    progress(Progress("hash", _base + p.done, None))
 
             hasher = Hasher(spec, cache=cache, executor=executor,
                             workers=worker_count(executor), progress=report, features=partial)

@@ -371,19 +371,19 @@ def features_for(paths: Sequence[str], *, executor, workers: int = 1, orient: bo
     from .models import Progress
 
     require_opencv()
-    where = {p: i for i, p in enumerate(paths)}
-    out: list[Features | ScanError | None] = [None] * len(paths)
+    unique = list(dict.fromkeys(paths))  # a path listed twice is read once, and answers at both places
+    found: dict[str, Features | ScanError] = {}
     done = 0
-    for batch, result in map_retrying(executor, bind(features_batch, orient=orient), in_batches(paths, workers)):
+    for batch, result in map_retrying(executor, bind(features_batch, orient=orient), in_batches(unique, workers)):
         if isinstance(result, WorkerCrashed):
-            out[where[batch[0]]] = ScanError(batch[0], "partial", CRASHED)
+            found[batch[0]] = ScanError(batch[0], "partial", CRASHED)
         else:
             for path, f in zip(batch, result):
-                out[where[path]] = f if isinstance(f, Features) else partial_error(f)
+                found[path] = f if isinstance(f, Features) else partial_error(f)
         done += len(batch)
         if progress is not None:
-            progress(Progress("features", done, len(paths)))
-    return out
+            progress(Progress("features", done, len(unique)))
+    return [found.get(p) for p in paths]
 
 
 CRASHED = "the worker process died on this file's local features (--partial): it is not partially matched"

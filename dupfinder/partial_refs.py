@@ -12,10 +12,9 @@ sorted once, not once per chunk of targets.
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial as bind
 
@@ -54,24 +53,29 @@ class References:
         self._folder = folder
         self._orient = orient
 
-    def match(self, targets: Iterable[tuple[str, Features | None]], *, workers: int = 1,
+    def match(self, paths: Sequence[str], *, workers: int = 1,
+              known: Callable[[str], Features | None] | None = None,
               computed: Callable[[str, Features], None] | None = None,
               ) -> Iterator[tuple[str, list[PartialMatch] | ScanError]]:
         """``(path, matches)`` for each target with a partial match: ``a`` a reference's index, ``b`` the path.
 
-        ``targets`` are ``(path, features)``, the features None where the
-        worker should compute them; paths should be distinct. Consumed a
-        few batches of ``workers`` ahead, so a caller can read features from
-        a cache as they are needed. ``computed(path, features)``, if given,
-        receives the features the workers computed (to keep them). A target
-        that cannot be read now (it vanished or changed since it was hashed),
-        or whose worker process died (tried again alone), comes with a
-        ScanError (stage ``partial``) instead of matches.
+        ``paths`` should be distinct. ``known(path)``, if given, returns a
+        target's features when they are at hand (the cache, the hashing
+        decode), else None: it is asked a batch at a time as the batch is
+        sent, so only the batches in flight hold features. The workers
+        compute the others, and hand them to ``computed(path, features)``
+        if given (to keep them). A target whose features must be computed
+        and that cannot be read now (it vanished or changed since it was
+        hashed), or whose worker process died (tried again alone), comes
+        with a ScanError (stage ``partial``) instead of matches.
         """
         from .executor import WorkerCrashed, map_retrying
+        from .hashing import in_batches
 
         work = bind(_match_batch, folder=self._folder, orient=self._orient, keep=computed is not None)
-        for batch, result in map_retrying(self._executor, work, _batched(targets, workers)):
+        batches = ([(p, known(p) if known is not None else None) for p in batch]
+                   for batch in in_batches(paths, workers))
+        for batch, result in map_retrying(self._executor, work, batches):
             if isinstance(result, WorkerCrashed):
                 yield batch[0][0], ScanError(batch[0][0], "partial", CRASHED)
                 continue
@@ -79,19 +83,6 @@ class References:
             for path, features in new:
                 computed(path, features)
             yield from found
-
-
-def _batched(targets: Iterable, workers: int) -> Iterator[list]:
-    # Batches of 16 (see hashing.batch_size), fewer for a handful of targets
-    # so that both workers get some.
-    from .hashing import batch_size
-
-    targets = iter(targets)
-    head = list(itertools.islice(targets, 16 * 4 * max(workers, 1)))
-    size = batch_size(len(head), workers)
-    rest = itertools.chain(head, targets)
-    while batch := list(itertools.islice(rest, size)):
-        yield batch
 
 
 CRASHED = "the worker process died matching this file's local features against the references (--partial)"
@@ -113,7 +104,7 @@ def references(features: Sequence[Features | None], *, executor, orient: bool = 
     ...     target = os.path.join(tmp, "part.png")
     ...     art.crop((40, 30, 300, 230)).save(target)
     ...     with references([None, image_features(art)], executor=InlineExecutor()) as refs:
-    ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([(target, None)]) for m in found]
+    ...         [(m.a, m.b == target, m.kind) for _, found in refs.match([target]) for m in found]
     [(1, True, 'crop')]
     """
     table = FeatureTable.pack(features)

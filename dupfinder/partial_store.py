@@ -8,6 +8,7 @@ content digest and every setting that changes them (OpenCV's version too).
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from .models import HashedFile
 
@@ -38,8 +39,22 @@ class StoredFeatures:
         self.cache = cache
         self.key = features_key(orient=orient)
         self._pending = 0
-        if cache is not None:
-            cache.forget_features(other_than=self.key)  # older settings or OpenCV: never read again
+        self._writable = cache is not None
+        # Older settings or OpenCV are never read again; both orientation
+        # settings are kept (a nightly scan and a match may differ there).
+        self._write(cache.forget_features if cache is not None else None,
+                    other_than=(features_key(orient=True), features_key(orient=False)))
+
+    def _write(self, method, *args, **kwargs) -> None:
+        # A cache that cannot be written now (read-only, another process
+        # writing) still serves what it holds: features are just not kept
+        # this time, as when its features table cannot be added.
+        if not self._writable:
+            return
+        try:
+            method(*args, **kwargs)
+        except sqlite3.OperationalError:
+            self._writable = False
 
     def get(self, path: str, digest: bytes | None):
         """The features stored for these bytes, or None (none stored, or a damaged record: recomputed and replaced)."""
@@ -63,12 +78,12 @@ class StoredFeatures:
         """:meth:`put` for a file known by its size, time and content digest."""
         from .hashing import Hasher
 
-        if self.cache is None or not _unchanged(path, size, mtime_ns):
+        if not self._writable or not _unchanged(path, size, mtime_ns):
             return
-        self.cache.put_features(digest, self.key, features.to_bytes())
+        self._write(self.cache.put_features, digest, self.key, features.to_bytes())
         self._pending += 1
         if self._pending % Hasher.BATCH_FILES == 0:  # a WAL of MBs, not GBs
-            self.cache.commit()
+            self._write(self.cache.commit)
 
     def known(self, path: str) -> tuple[int, int, bytes] | None:
         """``(size, mtime_ns, digest)`` of a file as it is now, if the cache knows its bytes (a file it hashed, unchanged since)."""
@@ -83,8 +98,7 @@ class StoredFeatures:
 
     def close(self) -> None:
         """Commit what is pending."""
-        if self.cache is not None:
-            self.cache.commit()
+        self._write(self.cache.commit if self.cache is not None else None)
 
 
 def _unchanged(path: str, size: int, mtime_ns: int) -> bool:

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Iterable
 
-
 from .cluster import build_groups, keep_key, keep_rule, only_new
 from .executor import Executor, make_executor, worker_count
 from .filetable import FileTable, TableBuilder

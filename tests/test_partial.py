@@ -286,11 +286,7 @@ def test_a_cached_rescan_computes_no_features_and_gives_the_same_groups(partial_
     assert first.groups == dupfinder.scan([partial_tree], workers=0, partial=True).groups
 
 
-def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_tree, tmp_path, monkeypatch):
-    # match --partial keeps the targets' features in the cache, as scan
-    # does: the second night decodes only what is new.
-    from dupfinder.cache import Cache
-
+def _refs_and_targets(partial_tree, tmp_path) -> tuple[Path, Path]:
     refs, targets = tmp_path / "refs", tmp_path / "targets"
     refs.mkdir()
     targets.mkdir()
@@ -298,6 +294,15 @@ def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_
         shutil.copyfile(ORIGINALS / f"{stem}.jpg", refs / f"{stem}.jpg")
     for name in ("cropped.jpg", "screenshot.jpg", "p0031.jpg"):
         shutil.copyfile(partial_tree / name, targets / name)
+    return refs, targets
+
+
+def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_tree, tmp_path, monkeypatch):
+    # match --partial keeps the targets' features in the cache, as scan
+    # does: the second night decodes only what is new.
+    from dupfinder.cache import Cache
+
+    refs, targets = _refs_and_targets(partial_tree, tmp_path)
     computed = _counting_features(monkeypatch)
     with Cache(str(tmp_path / "cache.sqlite")) as cache:
         index, _ = build_reference([refs], workers=0, cache=cache)  # as match --reference FOLDER does
@@ -327,6 +332,78 @@ def test_a_nightly_match_partial_computes_only_the_new_targets_features(partial_
                    "new.jpg": ("p0005.jpg", "crop"), "p0031.jpg": ("p0031.jpg", "identical")}
     # The same answers as a run with no cache at all.
     assert third.matches == match([targets], index, workers=0, partial=True).matches
+
+
+def test_match_partial_with_a_cache_it_cannot_write_still_answers(partial_tree, tmp_path):
+    # A cache on a read-only mount (or another user's) serves what it holds;
+    # features are just not kept, as hashes are not.
+    import sqlite3
+
+    from dupfinder.cache import Cache
+
+    class ReadOnly(Cache):
+        def _connect(self):
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+
+    refs, targets = _refs_and_targets(partial_tree, tmp_path)
+    path = tmp_path / "cache.sqlite"
+    with Cache(str(path)) as cache:
+        index, _ = build_reference([refs], workers=0, cache=cache)
+        match([targets], index, workers=0, partial=True, cache=cache)
+        crop(photo("p0005"), (40, 30, 300, 230)).save(targets / "new.jpg", quality=85)
+        match([targets], index, workers=0, cache=cache)  # its hashes are cached, its features not
+    with ReadOnly(str(path)) as cache:
+        index, _ = build_reference([refs], workers=0, cache=cache)
+        result = match([targets], index, workers=0, partial=True, cache=cache)
+    assert result.matches == match([targets], index, workers=0, partial=True).matches
+    assert {Path(m.path).name for m in result.matches} == {"cropped.jpg", "screenshot.jpg", "new.jpg"}
+
+
+def test_features_of_both_orientation_settings_are_kept(partial_tree, tmp_path, monkeypatch):
+    # A nightly scan and a match with --no-orient share a cache: neither may
+    # drop the other's features (only older versions' are dropped).
+    from dupfinder.cache import Cache
+
+    computed = _counting_features(monkeypatch)
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache, orient=False)
+        computed.clear()
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache, orient=False)
+        assert computed == []
+        cache.db.execute("UPDATE features SET spec = 'orb:v0:an old version' WHERE rowid = 1")
+        cache.commit()
+        dupfinder.scan([partial_tree], workers=0, partial=True, cache=cache)
+        assert cache.db.execute("SELECT count(*) FROM features WHERE spec LIKE 'orb:v0:%'").fetchone() == (0,)
+
+
+def test_a_reference_listed_twice_matches_the_same_with_and_without_a_cache(partial_tree, tmp_path):
+    from dupfinder.cache import Cache
+    from dupfinder.reference import merge
+
+    refs, targets = _refs_and_targets(partial_tree, tmp_path)
+    with Cache(str(tmp_path / "cache.sqlite")) as cache:
+        index = merge([build_reference([refs], workers=0, cache=cache)[0]] * 2)
+        cold = match([targets], index, workers=0, partial=True, cache=cache)
+        warm = match([targets], index, workers=0, partial=True, cache=cache)
+    plain = match([targets], index, workers=0, partial=True)
+    assert cold.matches == warm.matches == plain.matches
+    cropped = next(m for m in plain.matches if m.path.endswith("cropped.jpg"))
+    assert sorted(h.index for h in cropped.hits) == [0, 2]  # p0005 at both places
+
+
+def test_match_progress_never_runs_backwards(partial_tree, tmp_path):
+    refs, targets = _refs_and_targets(partial_tree, tmp_path)
+    for k in range(3):  # byte-for-byte copies: a search for copies in each chunk
+        shutil.copyfile(targets / "cropped.jpg", targets / f"again{k}.jpg")
+    index, _ = build_reference([refs], workers=0)
+    seen = []
+    match([targets], index, workers=0, partial=True, progress=seen.append, chunk=2)
+    bar = [p.done for p in seen if p.stage == "hash"]
+    assert bar == sorted(bar) and bar[-1] == 6
+    features = [(p.done, p.total) for p in seen if p.stage == "features"]  # the references'
+    assert features[-1] == (2, 2)
 
 
 def test_match_partial_takes_a_big_targets_features_from_its_hashing_decode(partial_tree, tmp_path, monkeypatch):
@@ -694,14 +771,14 @@ def test_targets_matched_in_the_workers_against_written_references_as_find_parti
     executor = ProcessExecutor(2) if pool else InlineExecutor()
     # Every other target comes with its features (as from the cache); the
     # workers compute the rest and hand them back.
-    given = [(p, t if k % 2 else None) for k, (p, t) in enumerate(zip(paths, targets))]
+    given = {p: t for k, (p, t) in enumerate(zip(paths, targets)) if k % 2}
     computed = {}
     try:
         with references(refs, executor=executor) as written:
-            answers = list(written.match(given, workers=2, computed=computed.__setitem__))
+            answers = list(written.match(paths, workers=2, known=given.get, computed=computed.__setitem__))
     finally:
         executor.close()
-    assert sorted(computed) == [p for p, t in given if t is None and not p.endswith("missing.png")]
+    assert sorted(computed) == [p for p in paths if p not in given and not p.endswith("missing.png")]
     assert all(computed[p].descriptors.tobytes() == targets[paths.index(p)].descriptors.tobytes() for p in computed)
     assert len({path for path, _ in answers}) == len(answers)  # a target once
     # missing.png was "hashed" (by this test) but is not there: an error row, not silence.
@@ -751,7 +828,7 @@ def test_a_target_that_kills_its_worker_is_an_error_and_no_other_target_loses_it
     executor = ProcessExecutor(2, start_method="fork")
     try:
         with references(refs, executor=executor) as written:
-            answers = dict(written.match([(p, None) for p in paths], workers=2))
+            answers = dict(written.match(paths, workers=2))
         features = features_for(paths, executor=executor, workers=2)
     finally:
         executor.close()
