@@ -225,12 +225,12 @@ def open_cache(args, *, lock: bool = False):
 
 
 def expand_output(path: str | None) -> str | None:
-    """Fill strftime patterns of an output path with today's date and make its folder.
+    """Fill strftime patterns of an output path with today's date and make its folder; ``-`` is standard output (None).
 
-    >>> expand_output(None), expand_output("plain.csv")
-    (None, 'plain.csv')
+    >>> expand_output(None), expand_output("plain.csv"), expand_output("-")
+    (None, 'plain.csv', None)
     """
-    if path is None:
+    if path is None or path == "-":
         return None
     if "%" in path:
         path = time.strftime(path)

@@ -127,6 +127,8 @@ def _run_index_build(args) -> int:
     from .match import build_reference
     from .reference import save_reference
 
+    if args.output == "-":  # said before the hashing, not after
+        raise UsageError("index build -o: an index is binary; give a file name, not '-'")
     bars = ProgressBars.for_args(args)
     cache = None if args.no_cache else open_cache(args, lock=True)
     try:

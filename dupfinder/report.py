@@ -364,6 +364,10 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
     The text goes to a temporary file in the same folder, is flushed to disk,
     then renamed over ``path``: a crash or a full disk leaves the previous
     report in place, never half a report. ``binary`` gives a bytes file.
+    A symbolic link stays: the file it points to is replaced. A path that
+    is not a file (``/dev/stdout``, a named pipe, a device) is written
+    through, as the shell's ``>`` would: renaming over it would replace
+    the device with a file.
 
     >>> p = tempfile.mktemp()
     >>> with atomic_writer(p) as f:
@@ -372,19 +376,27 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
     'done'
     """
     path = os.fspath(path)
+    mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+    try:
+        st = os.stat(path)  # through links
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        with open(path, **mode) as f:
+            yield f
+        return
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         # mkstemp makes 0600 files; a report gets the mode of the one it
         # replaces, or what the umask gives a new file, as `>` would.
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        permissions = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        mode = 0o666 & ~_umask()
+        permissions = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, mode)
-        mode = {"mode": "wb"} if binary else {
-            "mode": "w", "encoding": "utf-8", "errors": "surrogateescape", "newline": ""
-        }
+        os.chmod(tmp, permissions)
         with open(fd, **mode) as f:
             yield f
             f.flush()

@@ -155,3 +155,45 @@ def test_every_cli_option_has_help():
 
     for prog, action in walk(build_parser()):
         assert action.help, f"{prog} {action.option_strings or action.dest} has no help text"
+
+
+def test_output_through_a_link_keeps_the_link(dup_tree, tmp_path):
+    real = tmp_path / "reports" / "today.csv"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    assert main(["scan", str(dup_tree), "-q", "--no-cache", "-o", str(link)]) == ExitStatus.DUPLICATES_FOUND
+    assert link.is_symlink() and read_csv(link) == read_csv(real) and len(read_csv(real)) == 2
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_output_to_a_named_pipe_or_a_device_is_written_through(dup_tree, tmp_path):
+    # Renaming a finished report over a pipe or a device would replace it
+    # with a file (as root: /dev/null itself); they are written to instead.
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert main(["scan", str(dup_tree), "-q", "--no-cache", "-o", str(fifo)]) == ExitStatus.DUPLICATES_FOUND
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert got and got[0].startswith("group,")
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    assert main(["scan", str(dup_tree), "-q", "--no-cache", "-o", str(null), "--errors", str(null)]) == 1
+    assert null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_dash_output_is_standard_output(dup_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", str(dup_tree), "-q", "--no-cache", "-f", "json", "-o", "-"]) == ExitStatus.DUPLICATES_FOUND
+    assert json.loads(capsys.readouterr().out)["counts"]["groups"] == 1
+    assert not (tmp_path / "-").exists()
+    assert main(["index", "build", str(dup_tree), "--no-cache", "-o", "-"]) == ExitStatus.ERROR
+    assert "give a file name" in capsys.readouterr().err
