@@ -27,6 +27,8 @@ from .cli_common import (
     open_cache,
     plural,
     print_error,
+    print_unreadable,
+    require_paths,
     stdout,
 )
 from .fingerprint import HashSpec, fingerprint_file
@@ -193,6 +195,7 @@ def _run_scan(args) -> int:
     new_since = _parse_when(args.new_since) if args.new_since else None
     if args.no_cache and new_since is not None:
         raise UsageError("--new-since needs the cache; drop --no-cache")
+    require_paths(args.paths)
     output = expand_output(args.output)
     errors_file = expand_output(args.errors)
     bars = ProgressBars.for_args(args)
@@ -225,14 +228,11 @@ def _run_scan(args) -> int:
     if errors_file:
         with atomic_writer(errors_file) as f:
             render_errors_csv(result, f)
-    for e in result.errors:
-        log.debug("%s: %s: %s", e.path, e.stage, e.message)
-        if args.log_file:
+    if args.log_file:
+        for e in result.errors:
             log_to_file(f"unreadable: {e.path}: {e.stage}: {e.message}")
+    print_unreadable(result.errors, args, errors_file)
     if not args.quiet:
-        if args.format == "csv" and not errors_file:
-            for e in result.errors:
-                print_error(f"{e.path}: {e.stage}: {e.message}")
         print_error(_summary(result, args))
     return ExitStatus.DUPLICATES_FOUND if result.has_duplicates else ExitStatus.NO_DUPLICATES
 
@@ -243,12 +243,17 @@ def _setup_logging(args) -> None:
         level = logging.DEBUG
     elif getattr(args, "quiet", False):
         level = logging.ERROR
-    logging.basicConfig(level=level, format="dupfinder: %(message)s", stream=sys.stderr, force=True)
+    # -v is dupfinder's own debug lines, not Pillow's (its PNG chunks) or any other library's.
+    logging.basicConfig(level=max(level, logging.WARNING), format="dupfinder: %(message)s", stream=sys.stderr,
+                        force=True)
+    logging.getLogger("dupfinder").setLevel(logging.DEBUG if level == logging.DEBUG else logging.NOTSET)
     run_log = logging.getLogger("dupfinder.run")
     run_log.propagate = False
     run_log.handlers.clear()
     log_file = getattr(args, "log_file", None)
     if log_file:
+        # Its folder is made, as for --output: cron's first night finds no folder.
+        args.log_file = log_file = expand_output(log_file)
         handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
         handler.setFormatter(logging.Formatter("%(asctime)s dupfinder: %(message)s"))
         handler.setLevel(logging.WARNING)
@@ -273,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _forget_unhandled_interrupt()
         print_error("interrupted")
         return int(ExitStatus.INTERRUPTED)
-    _setup_logging(args)
+    try:
+        _setup_logging(args)
+    except OSError as exc:
+        print_error(f"error: --log-file {args.log_file}: {exc.strerror or exc}")
+        return int(ExitStatus.ERROR)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -9,10 +9,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from enum import IntEnum
 
 from .fingerprint import ALGORITHMS, COMPAT_MODES
-from .models import Progress
+from .models import Progress, UsageError
 from .report import FORMATS
 
 __all__ = [
@@ -237,6 +238,34 @@ def expand_output(path: str | None) -> str | None:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     return path
+
+
+def require_paths(paths: Sequence[str]) -> None:
+    """A UsageError (exit 2) for a path given on the command line that does not exist.
+
+    A mistyped folder, or a backup drive that is not mounted tonight, must
+    not pass for a tree without duplicates (exit 0).
+
+    >>> require_paths(["."])
+    >>> require_paths(["/no/such/folder"])
+    Traceback (most recent call last):
+    ...
+    dupfinder.models.UsageError: no such file or folder: /no/such/folder
+    """
+    for path in paths:
+        if not os.path.lexists(path):
+            raise UsageError(f"no such file or folder: {path}")
+
+
+def print_unreadable(errors: Sequence, args, errors_file: str | None) -> None:
+    """List the files that could not be read on stderr, when no report or file holds them (a CSV report, no --errors).
+
+    Even with --quiet: quiet silences progress and the summary, not the
+    only record of a file that was not checked.
+    """
+    if args.format == "csv" and not errors_file:
+        for e in errors:
+            print_error(f"{e.path}: {e.stage}: {e.message}")
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

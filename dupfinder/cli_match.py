@@ -16,6 +16,8 @@ from .cli_common import (
     open_cache,
     plural,
     print_error,
+    print_unreadable,
+    require_paths,
 )
 from .models import UsageError
 from .report import MATCH_RENDERERS, atomic_writer, render_errors_csv, write_report
@@ -86,6 +88,7 @@ def _run_match(args) -> int:
     from .match import match
     from .reference import merge
 
+    require_paths(args.targets)
     bars = ProgressBars.for_args(args)
     output = expand_output(args.output)
     errors_file = expand_output(args.errors)
@@ -109,10 +112,8 @@ def _run_match(args) -> int:
     if errors_file:
         with atomic_writer(errors_file) as f:
             render_errors_csv(result, f)
+    print_unreadable(result.errors, args, errors_file)
     if not args.quiet:
-        if args.format == "csv" and not errors_file:
-            for e in result.errors:
-                print_error(f"{e.path}: {e.stage}: {e.message}")
         c = result.counts
         print_error(
             f"{plural(c['targets'], 'target')} checked against {plural(c['references'], 'reference')} "

@@ -197,3 +197,40 @@ def test_dash_output_is_standard_output(dup_tree, tmp_path, capsys, monkeypatch)
     assert not (tmp_path / "-").exists()
     assert main(["index", "build", str(dup_tree), "--no-cache", "-o", "-"]) == ExitStatus.ERROR
     assert "give a file name" in capsys.readouterr().err
+
+
+def test_a_path_that_does_not_exist_is_a_usage_error_not_an_empty_tree(tmp_path, capsys):
+    # A mistyped folder or a drive not mounted tonight must not read as "no duplicates" (0).
+    missing = str(tmp_path / "not-mounted")
+    assert main(["scan", missing, "-q", "--no-cache"]) == ExitStatus.ERROR
+    assert f"no such file or folder: {missing}" in capsys.readouterr().err
+    assert main(["match", "-r", str(tmp_path), missing, "-q", "--no-cache"]) == ExitStatus.ERROR
+    assert f"no such file or folder: {missing}" in capsys.readouterr().err
+
+
+def test_quiet_still_lists_unreadable_files_that_nothing_else_keeps(dup_tree, tmp_path, capsys):
+    (dup_tree / "broken.png").write_text("nope")
+    main(["scan", str(dup_tree), "-q", "-j", "0", "-o", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err
+    assert err.strip() == f"dupfinder: {dup_tree / 'broken.png'}: open: not an image file, or a format Pillow cannot read"
+    main(["scan", str(dup_tree), "-q", "-j", "0", "-o", str(tmp_path / "r.csv"), "--errors", str(tmp_path / "e.csv")])
+    assert capsys.readouterr().err == ""  # the errors file keeps them
+
+
+def test_log_file_folder_is_made_and_a_bad_log_file_is_a_clear_error(dup_tree, tmp_path, capsys):
+    log = tmp_path / "reports" / "new" / "dupfinder.log"
+    (dup_tree / "broken.png").write_text("nope")
+    assert main(["scan", str(dup_tree), "-q", "-j", "0", "-o", str(tmp_path / "r.csv"),
+                 "--log-file", str(log)]) == ExitStatus.DUPLICATES_FOUND
+    assert "broken.png: open: not an image file" in log.read_text()
+    capsys.readouterr()
+    code = main(["scan", str(dup_tree), "-q", "-j", "0", "--log-file", str(tmp_path)])  # a folder
+    err = capsys.readouterr().err
+    assert code == ExitStatus.ERROR and "--log-file" in err and "Traceback" not in err
+
+
+def test_verbose_shows_no_pillow_debug_lines(dup_tree, tmp_path, capsys):
+    open_rgb(next(dup_tree.iterdir())).save(dup_tree / "again.png")
+    main(["scan", str(dup_tree), "-v", "-j", "0", "--no-cache", "-o", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err
+    assert not any(line.startswith("dupfinder: STREAM") for line in err.splitlines())
