@@ -23,6 +23,7 @@ from .cli_common import (
     add_run_options,
     add_walk_options,
     expand_output,
+    given,
     log_to_file,
     open_cache,
     plural,
@@ -264,6 +265,14 @@ def _setup_logging(args) -> None:
         run_log.addHandler(handler)
 
 
+def _check_options(args) -> None:
+    # Options that contradict each other: say so rather than let one win.
+    if getattr(args, "no_cache", False) and getattr(args, "cache", None):
+        raise UsageError("--cache and --no-cache contradict each other")
+    if getattr(args, "algorithm", None) == "pdq" and given(args, "hash_size") and args.hash_size != 16:
+        raise UsageError("--hash-size does not apply to pdq: its hashes are always 256 bits")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (see :class:`ExitStatus`).
 
@@ -297,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(code)
 
     try:
+        _check_options(args)
         return int(args.handler(args))
     except _Terminated:
         _forget_unhandled_interrupt()  # a KeyboardInterrupt too

@@ -100,13 +100,33 @@ class ProgressBars:
         return cls(enabled)
 
 
+class _Given(argparse.Action):
+    """Store the value and note that the user gave it (``args.given``): a default must not override what a file says."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def given(args, name: str) -> bool:
+    """Whether the user gave option ``name`` (a dest) on the command line, rather than leaving its default."""
+    return name in getattr(args, "given", ())
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def add_hash_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--algorithm", "-a", choices=ALGORITHMS, default="phash",
+        "--algorithm", "-a", choices=ALGORITHMS, default="phash", action=_Given,
         help="perceptual hash to compare (default: phash; pdq is Facebook's 256-bit PDQ)",
     )
     p.add_argument(
-        "--hash-size", type=int, default=8, metavar="N",
+        "--hash-size", type=int, default=8, metavar="N", action=_Given,
         help="hash grid edge: 8 gives 64-bit hashes, 16 gives 256-bit (default: 8; pdq is always 256-bit)",
     )
     p.add_argument(
@@ -150,18 +170,19 @@ def add_walk_options(p: argparse.ArgumentParser) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--workers", "-j", type=int, default=None, metavar="N",
+        "--workers", "-j", type=_workers, default=None, metavar="N",
         help="worker processes (default: one per CPU; 0: hash in this process)",
     )
     p.add_argument(
         "--log-file", metavar="FILE", default=None,
         help="also append warnings and errors, with the time, to FILE",
     )
-    p.add_argument(
+    loudness = p.add_mutually_exclusive_group()
+    loudness.add_argument(
         "--quiet", "-q", action="store_true",
         help="print nothing on success; fatal errors still go to stderr",
     )
-    p.add_argument("--verbose", "-v", action="store_true", help="log what is being done")
+    loudness.add_argument("--verbose", "-v", action="store_true", help="log what is being done")
     p.add_argument(
         "--progress", choices=("auto", "always", "never"), default="auto",
         help="progress bar on stderr: auto shows it only on a terminal (default: auto)",

@@ -13,6 +13,7 @@ from .cli_common import (
     add_run_options,
     add_walk_options,
     expand_output,
+    given,
     open_cache,
     plural,
     print_error,
@@ -58,30 +59,53 @@ def register(sub) -> None:
     b.set_defaults(handler=_run_index_build)
 
 
-def _reference_from(path: str, args, cache, bars):
+def _reference_from_folder(path: str, args, cache, bars):
+    # A folder of originals, or one image file: hashed now (with the cache).
     from .match import build_reference
+
+    index, errors = build_reference(
+        [path], algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
+        orient=args.orient, include=args.include, exclude=args.exclude,
+        follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
+    )
+    for e in errors:
+        print_error(f"reference {e.path}: {e.stage}: {e.message}")
+    return index
+
+
+def _reference_from(path: str, args, cache, bars):
     from .reference import load_reference, read_hash_list
 
     if os.path.isdir(path):
-        index, errors = build_reference(
-            [path], algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
-            orient=args.orient, include=args.include, exclude=args.exclude,
-            follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
-        )
-        for e in errors:
-            print_error(f"reference {e.path}: {e.stage}: {e.message}")
-        return index
+        return _reference_from_folder(path, args, cache, bars)
     if not os.path.exists(path):
         raise UsageError(f"reference {path}: no such file or folder")
     if not os.path.isfile(path):  # a FIFO or a device: reading it to sniff the format would block
         raise UsageError(f"reference {path}: not a regular file or a folder")
     with open(path, "rb") as f:
-        is_index = f.read(2) == b"PK"
-    if is_index:
-        return load_reference(path)
-    explicit = args.algorithm != "phash" or args.hash_size != 8
-    algorithm = args.algorithm if explicit else None
-    return read_hash_list(path, algorithm=algorithm)
+        head = f.read(4096)
+    explicit = given(args, "algorithm") or given(args, "hash_size")
+    if head.startswith(b"PK"):
+        index = load_reference(path)
+        if explicit and (index.algorithm, index.hash_size) != (args.algorithm, args.hash_size):
+            msg = (f"reference {path} holds {index.algorithm} hashes at hash size {index.hash_size}: "
+                   f"drop --algorithm/--hash-size, or build the index with them")
+            raise UsageError(msg)
+        return index
+    if b"\0" in head or _is_image(path):  # one original, not a list of hashes
+        return _reference_from_folder(path, args, cache, bars)
+    return read_hash_list(path, algorithm=args.algorithm if explicit else None,
+                          hash_size=args.hash_size if given(args, "hash_size") else None)
+
+
+def _is_image(path: str) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
 
 
 def _run_match(args) -> int:

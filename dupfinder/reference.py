@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import hashes
-from .models import DupfinderError, HashedFile
+from .models import DupfinderError, HashedFile, UsageError
 
 __all__ = [
     "INDEX_VERSION",
@@ -231,12 +231,16 @@ def _load_npz(path: str) -> ReferenceIndex:
     )
 
 
-def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None) -> ReferenceIndex:
+def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None,
+                   hash_size: int | None = None) -> ReferenceIndex:
     """Read a text or CSV list of hex hashes with optional labels.
 
     64-bit hashes are taken as pHash unless ``algorithm`` says otherwise;
     256-bit ones as PDQ (the common format for sharing 256-bit hashes) unless
-    ``algorithm`` is a 256-bit pHash family hash.
+    ``algorithm`` is a 256-bit pHash family hash. An ``algorithm`` or
+    ``hash_size`` that cannot give hashes of the list's length is an error
+    (PDQ is always 256 bits). A first line whose first field is not hex at
+    all is a header; a hash of the wrong length is an error on any line.
     """
     path = os.fspath(path)
     rows: list[tuple[str, str]] = []
@@ -250,9 +254,9 @@ def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None) -> 
                 parts = _SPLIT.split(text, maxsplit=1)
                 first = parts[0].strip('"')
                 if not _HEX.fullmatch(first) or len(first) % 16:
-                    if not rows and not header_seen:
+                    if not rows and not header_seen and not _HEX.fullmatch(first):
                         header_seen = True
-                        continue  # a header line
+                        continue  # a header line ("hash,label"); a mistyped first hash is not one
                     msg = f"{path}:{number}: {first[:40]!r} is not a hex hash of 64 or 256 bits"
                     raise IndexFormatError(msg)
                 label = parts[1].strip().strip('"') if len(parts) > 1 else f"{os.path.basename(path)}:{number}"
@@ -267,11 +271,16 @@ def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None) -> 
         msg = f"{path}: hashes of different lengths ({sorted(w * 4 for w in widths)} bits) in one list"
         raise IndexFormatError(msg)
     bits = widths.pop() * 4
-    if algorithm is None:
-        algorithm = "pdq" if bits == 256 else "phash"
-    hash_size = 16 if bits == 256 else 8
     if bits not in (64, 256):
         msg = f"{path}: {bits}-bit hashes; dupfinder compares 64-bit and 256-bit ones"
         raise IndexFormatError(msg)
+    if algorithm is None:
+        algorithm = "pdq" if bits == 256 else "phash"
+    wanted = 256 if algorithm == "pdq" else (hash_size * hash_size if hash_size else bits)
+    if wanted != bits:
+        msg = (f"{path}: the list holds {bits}-bit hashes, and {algorithm}"
+               f"{'' if algorithm == 'pdq' else f' at hash size {hash_size}'} gives {wanted}-bit ones")
+        raise UsageError(msg)
+    hash_size = 16 if bits == 256 else 8
     arr = np.stack([hashes.from_hex(h) for h, _ in rows])
     return ReferenceIndex(algorithm, hash_size, "list", arr, tuple(label for _, label in rows), ("",) * len(rows))

@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 INDEX_METHODS = ("auto", "mih", "bktree", "brute")
+# 32 gives 1024-bit hashes; bigger grids only add noise bits and slow every step.
+MAX_HASH_SIZE = 32
 
 
 def validate_settings(settings: ScanSettings) -> None:
@@ -48,8 +50,15 @@ def validate_settings(settings: ScanSettings) -> None:
     if settings.algorithm not in ALGORITHMS:
         msg = f"unknown algorithm {settings.algorithm!r}; choose from {', '.join(ALGORITHMS)}"
         raise UsageError(msg)
-    if settings.hash_size < 8 or settings.hash_size % 8:
-        msg = f"hash size must be a multiple of 8 (8 gives 64 bits, 16 gives 256), not {settings.hash_size}"
+    if settings.hash_size < 8 or settings.hash_size % 8 or settings.hash_size > MAX_HASH_SIZE:
+        msg = (f"hash size must be a multiple of 8 up to {MAX_HASH_SIZE} (8 gives 64 bits, 16 gives 256), "
+               f"not {settings.hash_size}")
+        raise UsageError(msg)
+    bits = 256 if settings.algorithm == "pdq" else settings.hash_size * settings.hash_size
+    if settings.threshold > bits // 2:
+        # Two unrelated pictures' hashes differ in about half their bits.
+        msg = (f"a threshold of {settings.threshold} bits of {bits} would match unrelated pictures "
+               f"(their hashes differ in about {bits // 2}); use at most {bits // 2}")
         raise UsageError(msg)
     if settings.compat is not None and settings.compat not in COMPAT_MODES:
         msg = f"unknown compat mode {settings.compat!r}; choose from {', '.join(COMPAT_MODES)}"

@@ -234,3 +234,16 @@ def test_verbose_shows_no_pillow_debug_lines(dup_tree, tmp_path, capsys):
     main(["scan", str(dup_tree), "-v", "-j", "0", "--no-cache", "-o", str(tmp_path / "r.csv")])
     err = capsys.readouterr().err
     assert not any(line.startswith("dupfinder: STREAM") for line in err.splitlines())
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["-t", "33"], "would match unrelated pictures"),
+    (["--hash-size", "1000"], "up to 32"),
+    (["-j", "-3"], "must be 0 or more"),
+    (["--no-cache", "--cache", "x.sqlite"], "contradict"),
+    (["-q", "-v"], "not allowed with"),
+    (["-a", "pdq", "--hash-size", "8"], "always 256 bits"),
+])
+def test_options_that_contradict_or_cannot_work_are_refused(tmp_path, capsys, argv, says):
+    assert main(["scan", str(tmp_path), *argv]) == ExitStatus.ERROR
+    assert says in capsys.readouterr().err

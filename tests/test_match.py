@@ -228,3 +228,40 @@ def test_crops_turns_and_watermarks_are_found_through_an_index(world, tmp_path):
             if h is not None:
                 assert Path(h.best.reference).name == src.name
                 assert h.best.transform in ("", "crop", "rotate", "edited", "crop+mirror", "rotate+mirror")
+
+
+def test_a_mistyped_first_hash_is_an_error_not_a_header(world, tmp_path, capsys):
+    # A rights holder must not lose a reference silently: only a first line
+    # that is not hex at all ("hash,label") is a header.
+    refs, targets, _ = world
+    index, _ = build_reference([refs], workers=0)
+    rows = [f"{h[0]:016x}  {label}" for h, label in zip(index.hashes, index.labels)]
+    (tmp_path / "typo.txt").write_text("\n".join([rows[0][1:], *rows[1:]]) + "\n")  # 15 digits first
+    assert main(["match", "-r", str(tmp_path / "typo.txt"), str(targets), "-q", "-j", "0"]) == ExitStatus.ERROR
+    assert "typo.txt:1:" in capsys.readouterr().err
+
+
+def test_options_that_cannot_fit_the_reference_are_refused(world, tmp_path, capsys):
+    refs, targets, _ = world
+    index, _ = build_reference([refs], workers=0)
+    (tmp_path / "p64.txt").write_text("".join(f"{h[0]:016x}  {label}\n" for h, label in zip(index.hashes, index.labels)))
+    # PDQ is 256 bits: a 64-bit list against it matched every target to every reference.
+    assert main(["match", "-r", str(tmp_path / "p64.txt"), str(targets), "-a", "pdq", "-q", "-j", "0"]) == 2
+    assert "64-bit hashes, and pdq gives 256-bit ones" in capsys.readouterr().err
+    (tmp_path / "p256.txt").write_text("".join(f"{'ab' * 32}  x{i}\n" for i in range(3)))
+    assert main(["match", "-r", str(tmp_path / "p256.txt"), str(targets), "-a", "phash", "--hash-size", "8",
+                 "-q", "-j", "0"]) == 2
+    assert "256-bit hashes, and phash at hash size 8 gives 64-bit ones" in capsys.readouterr().err
+    assert main(["index", "build", str(refs), "-o", str(tmp_path / "refs.dfi"), "-q", "-j", "0"]) == 0
+    assert main(["match", "-r", str(tmp_path / "refs.dfi"), str(targets), "-a", "dhash", "-q", "-j", "0"]) == 2
+    assert "holds phash hashes" in capsys.readouterr().err
+
+
+def test_one_image_file_is_a_reference(world, tmp_path, capsys):
+    refs, targets, protected = world
+    one = refs / protected[0].name
+    result_code = main(["match", "-r", str(one), str(targets), "--no-cache", "-q", "-j", "0", "-f", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert result_code == ExitStatus.DUPLICATES_FOUND
+    assert {Path(r["reference"]).name for m in doc["matches"] for r in m["references"]} == {one.name}
+    assert len(doc["matches"]) >= len(COPIES)
