@@ -8,7 +8,9 @@ group of sub-commands lives in a ``cli_*`` module with a ``register``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -316,6 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("interrupted; the work done so far is cached", ExitStatus.INTERRUPTED)
     except CacheBusyError as exc:
         return fail(f"busy: {exc}", ExitStatus.BUSY)
+    except BrokenPipeError:
+        # `dupfinder scan ... | head`: the reader has what it wanted. Quiet, as
+        # other tools are, and stdout pointed away so that Python's last
+        # flush at exit does not complain either.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitStatus.BROKEN_PIPE)
     except (DupfinderError, OSError) as exc:
         return fail(f"error: {exc}", ExitStatus.ERROR)
     finally:

@@ -108,17 +108,23 @@ def _run_ignore(args) -> int:
         digests: dict[str, bytes | None] = {}
         added = 0
         missing = set()
+        identical: list[tuple[str, str]] = []
         for a, b in pairs:
             for p in (a, b):
                 if p not in digests:
                     digests[p] = _digest_for(cache, p)
                     if digests[p] is None:
                         missing.add(p)
-            if digests[a] and digests[b]:
+            if digests[a] and digests[b] and digests[a] == digests[b]:
+                identical.append((a, b))
+            elif digests[a] and digests[b]:
                 added += cache.ignore(digests[a], digests[b], a_path=a, b_path=b, reason=reason)
         cache.commit()
         for p in sorted(missing):
             print_error(f"{p}: cannot be read, not ignored")
+        for a, b in identical:
+            # The list holds pairs of contents; one content cannot be two pictures.
+            print_error(f"{a} and {b} hold the same bytes: not ignored (delete or keep one of them)")
         print_error(f"{plural(added, 'pair')} added to the ignore list")
         return ExitStatus.ERROR if missing else ExitStatus.NO_DUPLICATES
 

@@ -49,6 +49,7 @@ class ExitStatus(IntEnum):
     ERROR = 2
     BUSY = 75  # EX_TEMPFAIL: another dupfinder holds the cache; try later
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the report went away (``| head``)
     TERMINATED = 143
 
 

@@ -59,6 +59,13 @@ def walk(
     again, so a link loop ends. Entries of a folder come in name order, so
     a scan's output does not depend on the file system's order.
 
+    A file is one file however many names it has: hard links to it (after
+    ``apply --action hardlink``, or in a snapshot backup) are listed once,
+    under the first name the walk meets, and a followed link to a file the
+    walk lists under its own name is dropped; they take no extra space, so
+    they are not duplicates. (Links whose file lies outside the roots come
+    last, under the link's name.)
+
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / "a.JPG").write_bytes(b"x"); _ = (d / "b.txt").write_bytes(b"y")
@@ -68,6 +75,24 @@ def walk(
     include = tuple(include)
     exclude = tuple(exclude)
     seen_dirs: set[tuple[int, int]] = set()
+    # Files listed that may have another name here: hard links always, and
+    # every file when links are followed (a link may come before or after
+    # its file). Files reached through a link wait in `held` until the end.
+    seen_files: set[tuple[int, int]] = set()
+    held: dict[tuple[int, int], FileEntry] = {}
+
+    def listed(path: str, st: os.stat_result, *, through_link: bool) -> FileEntry | None:
+        key = (st.st_dev, st.st_ino)
+        if key in seen_files:
+            return None
+        entry = FileEntry(path, st.st_size, st.st_mtime_ns)
+        if through_link:
+            held.setdefault(key, entry)
+            return None
+        if follow_symlinks or st.st_nlink > 1:
+            seen_files.add(key)
+            held.pop(key, None)
+        return entry
 
     def wanted(path: str, name: str) -> bool:
         if not is_image_name(name):
@@ -116,8 +141,8 @@ def walk(
                 return
             yield from visit_dir(path)
         elif stat.S_ISREG(st.st_mode):
-            if wanted(path, os.path.basename(path)):
-                yield FileEntry(path, st.st_size, st.st_mtime_ns)
+            if wanted(path, os.path.basename(path)) and (entry := listed(path, st, through_link=is_link)):
+                yield entry
         # FIFOs, sockets and devices are never opened: they could block or
         # stream forever, and they are not photos.
 
@@ -138,6 +163,8 @@ def walk(
             if stat.S_ISDIR(st.st_mode):
                 yield from visit_dir(root)
             elif stat.S_ISREG(st.st_mode):
-                yield FileEntry(root, st.st_size, st.st_mtime_ns)
+                if entry := listed(root, st, through_link=False):
+                    yield entry
             else:
                 yield ScanError(root, "walk", "not a regular file or folder")
+    yield from held.values()

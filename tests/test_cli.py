@@ -247,3 +247,29 @@ def test_verbose_shows_no_pillow_debug_lines(dup_tree, tmp_path, capsys):
 def test_options_that_contradict_or_cannot_work_are_refused(tmp_path, capsys, argv, says):
     assert main(["scan", str(tmp_path), *argv]) == ExitStatus.ERROR
     assert says in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly(tmp_path):
+    # `dupfinder scan ... | head -1`: exit 141 (128 + SIGPIPE) with nothing
+    # on stderr, as other tools do, not "error: Broken pipe" and exit 2.
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the report comes
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dupfinder", "scan", str(SAMPLES), "--no-cache", "-q", "-j", "0"],
+                              stdout=write_end, stderr=subprocess.PIPE, cwd=tmp_path, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(Path(dupfinder.__file__).parent.parent)})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == ExitStatus.BROKEN_PIPE == 141
+    assert proc.stderr == b""
+
+
+def test_ignoring_two_files_with_the_same_bytes_says_why_not(dup_tree, tmp_path, capsys):
+    first = next(iter(sorted(dup_tree.glob("*.jpg"))))
+    shutil.copyfile(first, dup_tree / "same.jpg")
+    cache = str(tmp_path / "c.sqlite")
+    assert main(["ignore", "add", str(first), str(dup_tree / "same.jpg"), "--cache", cache]) == 0
+    err = capsys.readouterr().err
+    assert "hold the same bytes: not ignored" in err and "0 pairs added" in err

@@ -79,7 +79,24 @@ def test_symlinks_skipped_by_default_and_followed_on_request(tmp_path):
     (scan_root / "link.jpg").symlink_to(target)
     (scan_root / "dirlink").symlink_to(target.parent, target_is_directory=True)
     assert names(walk([scan_root])) == []
-    assert names(walk([scan_root], follow_symlinks=True)) == ["link.jpg", "t.jpg"]
+    # link.jpg and dirlink/t.jpg are one file: listed once, under the name
+    # that is not itself a link.
+    assert [os.path.relpath(e.path, scan_root) for e in walk([scan_root], follow_symlinks=True)] == [
+        os.path.join("dirlink", "t.jpg")]
+    (scan_root / "dirlink").unlink()
+    assert names(walk([scan_root], follow_symlinks=True)) == ["link.jpg"]  # its file is outside the roots
+
+
+def test_a_file_is_listed_once_whatever_its_names(tmp_path):
+    # Hard links (after apply --action hardlink, in snapshot backups) and a
+    # followed link next to its file take no extra space: not duplicates.
+    real = touch(tmp_path / "zz_real.jpg")
+    os.link(real, tmp_path / "bb_hard.jpg")
+    (tmp_path / "aa_link.jpg").symlink_to(real.name)
+    assert names(walk([tmp_path])) == ["bb_hard.jpg"]
+    assert names(walk([tmp_path], follow_symlinks=True)) == ["bb_hard.jpg"]
+    os.unlink(tmp_path / "bb_hard.jpg")
+    assert names(walk([tmp_path], follow_symlinks=True)) == ["zz_real.jpg"]
 
 
 def test_symlink_loop_ends(tmp_path):
