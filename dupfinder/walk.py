@@ -78,11 +78,12 @@ def walk(
     # Files listed that may have another name here: hard links always, and
     # every file when links are followed (a link may come before or after
     # its file). Files reached through a link wait in `held` until the end.
-    seen_files: set[tuple[int, int]] = set()
-    held: dict[tuple[int, int], FileEntry] = {}
+    # (One int a file, not a tuple: half the memory over 10^6 files.)
+    seen_files: set[int] = set()
+    held: dict[int, FileEntry] = {}
 
     def listed(path: str, st: os.stat_result, *, through_link: bool) -> FileEntry | None:
-        key = (st.st_dev, st.st_ino)
+        key = (st.st_dev << 64) | st.st_ino
         if key in seen_files:
             return None
         entry = FileEntry(path, st.st_size, st.st_mtime_ns)
