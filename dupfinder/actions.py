@@ -356,7 +356,10 @@ def _check(row: ReportRow, plan: Plan, st: os.stat_result | None = None) -> str 
     if isinstance(found, ScanError):
         return f"it cannot be decoded any more: {found.message}"
     if found.hash != row.hash:
-        return f"its picture changed since the scan (hash {row.hash} -> {found.hash})"
+        # Size and time are the scan's: more likely the report was made with
+        # other hash settings than that the pixels changed in place.
+        return (f"its picture changed since the scan (hash {row.hash} -> {found.hash}; its size and time did "
+                f"not), or the report was made with another --algorithm, --compat or --no-orient: give apply the same")
     return None
 
 

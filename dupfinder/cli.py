@@ -171,13 +171,13 @@ def _run_hash(args) -> int:
 
 def _summary(result: ScanResult, args) -> str:
     c = result.counts
+    listed = " (listed above; --errors FILE saves them)" if result.errors and args.format == "csv" and not args.errors else ""
+    blank = f", {c['low_information']} blank or flat (grouped only with identical copies)" if c.get("low_information") else ""
     text = (
         f"{plural(c.get('found', 0), 'file')} ({c.get('cached', 0)} answered by the cache): "
-        f"{plural(c.get('hashed', 0), 'image')} hashed, {c.get('errors', 0)} unreadable; "
+        f"{plural(c.get('hashed', 0), 'image')} hashed{blank}, {c.get('errors', 0)} unreadable{listed}; "
         f"{plural(c.get('groups', 0), 'group')}, {plural(c.get('duplicates', 0), 'duplicate')}"
     )
-    if result.errors and args.format == "csv" and not args.errors:
-        text += " (listed above; --errors FILE saves them)"
     return f"{text} in {result.elapsed:.1f}s"
 
 

@@ -43,6 +43,11 @@ def register(sub) -> None:
 
 
 def _run_cache(args) -> int:
+    from .cache import default_cache_path
+
+    path = args.cache or default_cache_path()
+    if not os.path.exists(path):  # looking after a cache must not make one at a mistyped path
+        raise UsageError(f"no cache at {path}")
     with open_cache(args) as cache:
         if args.cache_command == "info":
             info = cache.info()

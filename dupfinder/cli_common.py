@@ -60,12 +60,29 @@ class ProgressBars:
               "features": "local features", "partial": "matching parts", "group": "grouping"}
     UNITS = {"group": "", "partial": " pairs"}
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, *, verbose: bool = False):
         self.enabled = enabled
         self.bar = None
         self.stage = None
+        # --verbose: each stage, with its count and time, as it ends.
+        self.verbose = verbose
+        self._last: Progress | None = None
+        self._since = 0.0
+
+    def _note(self, p: Progress | None) -> None:
+        last = self._last
+        if last is not None and (p is None or p.stage != last.stage):
+            unit = self.UNITS.get(last.stage, " files")
+            count = "" if not unit else f"{last.done}{'' if last.total is None else f' of {last.total}'}{unit} "
+            logging.getLogger("dupfinder").debug("%s: %sin %.2f s", self.LABELS.get(last.stage, last.stage),
+                                                 count, time.monotonic() - self._since)
+        if p is not None and (last is None or p.stage != last.stage):
+            self._since = time.monotonic()
+        self._last = p
 
     def __call__(self, p: Progress) -> None:
+        if self.verbose:
+            self._note(p)
         if not self.enabled:
             return
         if p.stage != self.stage:
@@ -87,6 +104,8 @@ class ProgressBars:
         self.bar.refresh()
 
     def close(self) -> None:
+        if self.verbose:
+            self._note(None)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -98,7 +117,7 @@ class ProgressBars:
         enabled = args.progress == "always" or (
             args.progress == "auto" and not args.quiet and sys.stderr.isatty()
         )
-        return cls(enabled)
+        return cls(enabled, verbose=getattr(args, "verbose", False))
 
 
 class _Given(argparse.Action):

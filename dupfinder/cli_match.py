@@ -157,8 +157,10 @@ def _run_index_build(args) -> int:
     bars = ProgressBars.for_args(args)
     cache = None if args.no_cache else open_cache(args, lock=True)
     try:
+        # An index is used later and from anywhere: absolute labels, so that
+        # match --partial finds the reference images from another folder.
         index, errors = build_reference(
-            args.paths, algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
+            [os.path.abspath(p) for p in args.paths], algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat,
             orient=args.orient, include=args.include, exclude=args.exclude,
             follow_symlinks=args.follow_symlinks, cache=cache, workers=args.workers, progress=bars,
         )

@@ -140,6 +140,17 @@ def _distances_to(variants: np.ndarray, target: np.ndarray) -> np.ndarray:
     return d.reshape(n, k)
 
 
+def _distances_from(identities: np.ndarray, variants: np.ndarray) -> np.ndarray:
+    """Distance from one file's variants (k, words) to each identity hash (n, words): shape (n, k).
+
+    The other way round from :func:`_distances_to`. The two differ by a bit
+    or two where a turn swaps the axes (pHash's turned variants come from
+    the DCT, not from hashing the turned picture), so a pair's distance is
+    the smaller of the two ways, for members and diameters alike.
+    """
+    return np.stack([hamming_distance(identities, v.reshape(1, -1)) for v in variants], axis=1)
+
+
 def build_groups(
     files: Sequence[HashedFile],
     words: np.ndarray,
@@ -332,17 +343,23 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
     keep_at = min(range(len(chosen)), key=lambda i: key(chosen[i]))
     keep_file = chosen[keep_at]
     per_transform = _distances_to(variants[idx], variants[idx[keep_at], 0])
+    # The kept file turned to each member (the other way round): a member
+    # is that turn of the kept file, where it is the closer of the two.
+    reverse = _distances_from(variants[idx, 0], variants[idx[keep_at]])
     # Prefer "as is" on ties: a transform is named only when it is closer.
-    best = np.argmin(per_transform, axis=1)
+    best, best_reverse = np.argmin(per_transform, axis=1), np.argmin(reverse, axis=1)
     members = []
     for i, f in enumerate(chosen):
-        t = int(best[i])
+        t, r = int(best[i]), int(best_reverse[i])
         box = None
         if f.digest and f.digest == keep_file.digest:
             transform, distance = ("" if i == keep_at else "identical"), 0
+        elif reverse[i, r] < per_transform[i, t]:
+            transform, distance = names[r], int(reverse[i, r])
         else:
             transform = "" if t == 0 else INVERSE.get(names[t], names[t])
             distance = int(per_transform[i, t])
+        if not (f.digest and f.digest == keep_file.digest):
             if distance > threshold and links and (int(idx[keep_at]), int(idx[i])) in links:
                 transform, box = links[int(idx[keep_at]), int(idx[i])]
             elif distance > threshold and extras is not None:
@@ -382,6 +399,7 @@ def _max_pairwise(variants: np.ndarray) -> int:
     distinct = variants[np.sort(first)]
     best = 0
     for i in range(len(distinct) - 1):
-        d = _distances_to(distinct[i + 1 :], distinct[i, 0]).min(axis=1)
+        d = np.minimum(_distances_to(distinct[i + 1 :], distinct[i, 0]).min(axis=1),
+                       _distances_from(distinct[i + 1 :, 0], distinct[i]).min(axis=1))
         best = max(best, int(d.max()))
     return best

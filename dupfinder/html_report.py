@@ -116,11 +116,16 @@ def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
         members = []
         for m in g.members:
             i = index.setdefault(m.path, len(index))
-            members.append({
+            member = {
                 "p": display_text(m.path), "k": int(m.keep), "d": m.distance,
                 "t": display_text(m.transform), "w": m.width, "h": m.height, "b": m.size,
                 "m": _when(m.mtime_ns), "i": i,
-            })
+            }
+            if m.box is not None:  # --partial: drawn on the picture it is in
+                member["x"] = list(m.box)
+            if m.new:  # --new-since
+                member["n"] = 1
+            members.append(member)
         groups.append({"id": g.id, "d": g.max_distance, "m": members})
     return {"page_size": page_size, "groups": groups}, list(index)
 
@@ -180,7 +185,8 @@ def render_html(result: ScanResult, out: TextIO, *, thumb_size: int = 160, page_
     w(f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n')  # our text: no quotes to escape
     w('<meta name="referrer" content="no-referrer">\n')
     w('<meta name="viewport" content="width=device-width, initial-scale=1">\n')
-    w(f"<title>dupfinder: {_e(len(result.groups))} groups of near-duplicate images</title>\n")
+    w(f"<title>dupfinder: {_e(len(result.groups))} group{'' if len(result.groups) == 1 else 's'} "
+      "of near-duplicate images</title>\n")
     w(f"<style>{style}</style>\n</head>\n<body>\n<header>\n<h1>Near-duplicate images</h1>\n")
     w('<dl class="summary">\n')
     for key, label, value in summary:
@@ -229,7 +235,12 @@ figcaption{font-size:.8rem;margin-top:.25rem}
 .badge{display:inline-block;font-size:.7rem;padding:0 .4rem;border-radius:3px;background:#ddd}
 .keep .badge{background:#2a8a3a;color:#fff}
 .path{font-family:ui-monospace,monospace;overflow-wrap:anywhere;margin:.15rem 0}
-.meta{color:#555}
+.meta{color:#555}.new{background:#1f5fbf;color:#fff;margin-left:.3rem}
+.frame{position:relative;display:inline-block;line-height:0}
+.box{position:absolute;box-sizing:border-box;border:2px solid #f0a000;outline:1px solid #0008;
+pointer-events:none}
+.box span{position:absolute;top:0;left:0;font:600 10px/1.3 system-ui,sans-serif;background:#f0a000;
+color:#000;padding:0 2px}
 """
 
 _SCRIPT = """
@@ -253,32 +264,60 @@ _SCRIPT = """
     return node;
   }
   function member(m) {
-    var fig = el("figure", m.k ? "member keep" : "member"), t = thumbs[m.i], img;
+    var fig = el("figure", m.k ? "member keep" : "member"), t = thumbs[m.i], img, frame = null;
     if (t && t.u) {
+      frame = el("div", "frame");
       img = el("img");
       img.width = t.w; img.height = t.h; img.alt = m.p; img.decoding = "async";
       img.src = "data:image/jpeg;base64," + t.u;
-      fig.appendChild(img);
+      frame.appendChild(img);
+      fig.appendChild(frame);
     } else {
       fig.appendChild(el("div", "thumb missing", "No preview: " + (t ? t.e : "")));
     }
     var cap = el("figcaption");
     cap.appendChild(el("span", "badge", m.k ? "KEEP" : "duplicate"));
+    if (m.n) { cap.appendChild(el("span", "badge new", "new")); }
     cap.appendChild(el("div", "path", m.p));
     cap.appendChild(el("div", "meta", m.w + " \\u00d7 " + m.h + " px, " + human(m.b)));
     cap.appendChild(el("div", "meta", m.m));
     cap.appendChild(el("div", "meta", m.k ? "the file to keep" :
       "distance " + m.d + " bits" + (m.t ? ", " + m.t : "")));
+    if (m.x) {
+      cap.appendChild(el("div", "meta", (m.t.indexOf("contained") === 0 ? "holds the kept picture at " :
+        "shows the part of the kept picture at ") + m.x[0] + "," + m.x[1] + "\\u2013" + m.x[2] + "," + m.x[3]));
+    }
     fig.appendChild(cap);
-    return fig;
+    return {fig: fig, frame: frame};
+  }
+  // A partial copy's box, drawn on the picture it is in: a crop's on the
+  // kept file (the part shown), a container's on itself (where the kept file is).
+  function box(frame, x, w, h, label) {
+    if (!frame || !w || !h) { return; }
+    var b = el("div", "box");
+    b.style.left = (100 * x[0] / w) + "%"; b.style.top = (100 * x[1] / h) + "%";
+    b.style.width = (100 * (x[2] - x[0]) / w) + "%"; b.style.height = (100 * (x[3] - x[1]) / h) + "%";
+    b.appendChild(el("span", null, label));
+    frame.appendChild(b);
   }
   function card(g) {
     var section = el("section", "card");
     section.id = "group-" + g.id;
     section.appendChild(el("h2", null, "Group " + g.id + ": " + g.m.length +
       " files, largest distance " + g.d + " bits"));
-    var row = el("div", "row");
-    g.m.forEach(function (m) { row.appendChild(member(m)); });
+    var row = el("div", "row"), shown = g.m.map(member), kept = g.m[0].k ? shown[0] : null;
+    g.m.forEach(function (m, i) {
+      if (!m.x) { return; }
+      if (m.t.indexOf("contained") === 0) { box(shown[i].frame, m.x, m.w, m.h, "kept file"); }
+      else if (kept) { box(kept.frame, m.x, g.m[0].w, g.m[0].h, String(i + 1)); }
+    });
+    shown.forEach(function (s, i) {
+      var m = g.m[i];
+      if (m.x && m.t.indexOf("contained") !== 0 && kept && kept.frame && !m.k) {
+        s.fig.querySelector("figcaption").appendChild(el("div", "meta", "box " + (i + 1) + " on the kept file"));
+      }
+      row.appendChild(s.fig);
+    });
     section.appendChild(row);
     return section;
   }

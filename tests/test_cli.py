@@ -273,3 +273,27 @@ def test_ignoring_two_files_with_the_same_bytes_says_why_not(dup_tree, tmp_path,
     assert main(["ignore", "add", str(first), str(dup_tree / "same.jpg"), "--cache", cache]) == 0
     err = capsys.readouterr().err
     assert "hold the same bytes: not ignored" in err and "0 pairs added" in err
+
+
+def test_cache_commands_do_not_make_a_cache_at_a_mistyped_path(tmp_path, capsys):
+    typo = tmp_path / "cahce.sqlite"
+    for command in ("info", "prune"):
+        assert main(["cache", command, "--cache", str(typo)]) == ExitStatus.ERROR
+        assert f"no cache at {typo}" in capsys.readouterr().err
+    assert not typo.exists()
+
+
+def test_summary_counts_blank_images_and_says_where_unreadable_files_are(dup_tree, capsys):
+    Image.new("RGB", (300, 200), "white").save(dup_tree / "blank.png")
+    (dup_tree / "broken.png").write_text("nope")
+    main(["scan", str(dup_tree), "-j", "0", "--no-cache"])
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 blank or flat" in summary
+    assert "1 unreadable (listed above; --errors FILE saves them); 1 group, 1 duplicate" in summary
+
+
+def test_verbose_says_what_each_stage_did(dup_tree, tmp_path, capsys):
+    main(["scan", str(dup_tree), "-v", "-j", "0", "--no-cache", "-o", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err
+    assert "dupfinder: finding files: 5 of 5 files in" in err
+    assert "dupfinder: hashing: 5 of 5 files in" in err and "dupfinder: grouping: in" in err

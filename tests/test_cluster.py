@@ -96,3 +96,22 @@ def test_groups_are_components_of_brute_force_pairs(hashes, threshold):
         keep = int(g.keep.hash, 16)
         for m in g.members:
             assert m.distance == bin(keep ^ int(m.hash, 16)).count("1")
+
+
+def test_a_pairs_distance_is_the_same_both_ways_for_members_and_diameter():
+    # pHash's turned variants come from the DCT, so b's variants against a
+    # and a's variants against b can differ by a bit or two; the member's
+    # distance and the group's largest distance must take the same (the
+    # smaller) one, or a two-file group shows a member farther than its diameter.
+    a, b = 0, (1 << 6) - 1  # 6 bits apart as they are
+    far = (1 << 64) - 1
+    variants = np.array([
+        [a, far ^ 1, far ^ 3, far, far, far, far, far],      # a's turns: all far from b
+        [b, a ^ 0b1111, far, far, far, far, far, far],       # b mirrored is 4 bits from a
+    ], dtype=np.uint64)[:, :, None]
+    files = [HashedFile("a.jpg", 10, 0, 64, 64, f"{a:016x}"), HashedFile("b.jpg", 10, 0, 128, 128, f"{b:016x}")]
+    (group,) = build_groups(files, variants[:, 0, 0], 5, variants=variants)
+    assert group.keep.path == "b.jpg"  # more pixels
+    member = group.members[1]
+    assert (member.distance, member.transform) == (4, "mirror")  # b mirrored is a: a is b's mirror
+    assert group.max_distance == 4

@@ -196,3 +196,36 @@ def test_ten_thousand_groups_open_one_page_at_a_time(browser, photos, tmp_path):
     assert page.locator(".thumb.missing").count() == 150  # the missing file, once per card it is in
     assert tab.errors == [] and tab.dialogs == []
     page.close()
+
+
+def test_partial_copies_show_their_box_on_the_picture_they_are_in(browser, tmp_path):
+    # A crop's box is drawn on the kept file (the part it shows); a picture
+    # inside a larger frame has the kept file's place drawn on itself.
+    pytest.importorskip("cv2")
+    from .conftest import ORIGINALS, open_rgb
+
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    art = open_rgb(ORIGINALS / "p0005.jpg")
+    art.save(folder / "p0005.jpg", quality=92)
+    art.crop((70, 10, 320, 215)).save(folder / "part.jpg", quality=90)
+    result = dupfinder.scan([folder], workers=0, partial=True)
+    (group,) = result.groups
+    part = next(m for m in group.members if not m.keep)
+    assert part.transform == "crop" and part.box is not None
+    html = tmp_path / "r.html"
+    dupfinder.write_report(result, format="html", output=html)
+    tab = Page(browser)
+    tab.page.goto(html.as_uri())
+    boxes = tab.page.locator(".member.keep .box")
+    assert boxes.count() == 1
+    frame = tab.page.locator(".member.keep .frame").bounding_box()
+    drawn = boxes.first.bounding_box()
+    left, top, right, bottom = part.box
+    kept = group.members[0]
+    # Where the box lies on the thumbnail, as fractions of it: the report's box.
+    assert abs((drawn["x"] - frame["x"]) / frame["width"] - left / kept.width) < 0.02
+    assert abs((drawn["y"] - frame["y"]) / frame["height"] - top / kept.height) < 0.02
+    assert abs(drawn["width"] / frame["width"] - (right - left) / kept.width) < 0.02
+    assert "box 2 on the kept file" in tab.page.locator(".member:not(.keep)").inner_text()
+    assert tab.errors == [] and all(u.startswith("file:") or u.startswith("data:") for u in tab.requests)

@@ -931,3 +931,17 @@ def test_a_partial_scan_decodes_large_photos_once(large_files, monkeypatch):
     scale = 2800 / 320  # the box is in the kept file's pixels
     assert cropped.transform == "crop"
     assert close(cropped.box, tuple(round(v * scale) for v in (70, 10, 320, 215)), tolerance=40), cropped.box
+
+
+def test_an_index_built_from_a_relative_folder_serves_match_partial_from_elsewhere(partial_tree, tmp_path,
+                                                                                   monkeypatch):
+    refs, targets = _refs_and_targets(partial_tree, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["index", "build", "refs", "-o", "refs.dfi", "--no-cache", "-q", "-j", "0"]) == ExitStatus.NO_DUPLICATES
+    monkeypatch.chdir(targets)
+    out = tmp_path / "copies.json"
+    code = main(["match", "--partial", "-r", "../refs.dfi", ".", "--no-cache", "-q", "-j", "0", "-f", "json",
+                 "-o", str(out)])
+    assert code == ExitStatus.DUPLICATES_FOUND
+    assert {m["references"][0]["reference"] for m in json.loads(out.read_text())["matches"]} == {
+        str(refs / "p0005.jpg"), str(refs / "p0020.jpg")}
