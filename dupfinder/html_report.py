@@ -37,7 +37,9 @@ import hashlib
 import html
 import io
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 from .imaging import load_image
@@ -109,6 +111,15 @@ def _when(mtime_ns: int) -> str:
     return format_time(mtime_ns).replace("T", " ").replace("Z", " UTC")
 
 
+def _file_uri(path: str) -> str:
+    # A link that opens the file: absolute (the report may be opened from
+    # elsewhere), every byte that is not plain ASCII percent-encoded.
+    try:
+        return Path(os.path.abspath(path)).as_uri()
+    except ValueError:
+        return ""
+
+
 def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
     index: dict[str, int] = {}
     groups = []
@@ -117,7 +128,7 @@ def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
         for m in g.members:
             i = index.setdefault(m.path, len(index))
             member = {
-                "p": display_text(m.path), "k": int(m.keep), "d": m.distance,
+                "p": display_text(m.path), "u": _file_uri(m.path), "k": int(m.keep), "d": m.distance,
                 "t": display_text(m.transform), "w": m.width, "h": m.height, "b": m.size,
                 "m": _when(m.mtime_ns), "i": i,
             }
@@ -278,7 +289,15 @@ _SCRIPT = """
     var cap = el("figcaption");
     cap.appendChild(el("span", "badge", m.k ? "KEEP" : "duplicate"));
     if (m.n) { cap.appendChild(el("span", "badge new", "new")); }
-    cap.appendChild(el("div", "path", m.p));
+    var where = el("div", "path");
+    if (m.u) {
+      var link = el("a", null, m.p);
+      link.href = m.u; link.rel = "noopener noreferrer";
+      where.appendChild(link);
+    } else {
+      where.textContent = m.p;
+    }
+    cap.appendChild(where);
     cap.appendChild(el("div", "meta", m.w + " \\u00d7 " + m.h + " px, " + human(m.b)));
     cap.appendChild(el("div", "meta", m.m));
     cap.appendChild(el("div", "meta", m.k ? "the file to keep" :

@@ -228,4 +228,8 @@ def test_partial_copies_show_their_box_on_the_picture_they_are_in(browser, tmp_p
     assert abs((drawn["y"] - frame["y"]) / frame["height"] - top / kept.height) < 0.02
     assert abs(drawn["width"] / frame["width"] - (right - left) / kept.width) < 0.02
     assert "box 2 on the kept file" in tab.page.locator(".member:not(.keep)").inner_text()
+    # Each path is a link to its file, absolute, so the page works from anywhere.
+    links = tab.page.locator(".member .path a")
+    assert sorted(links.evaluate_all("as => as.map(a => a.href)")) == sorted(
+        Path(m.path).resolve().as_uri() for m in group.members)
     assert tab.errors == [] and all(u.startswith("file:") or u.startswith("data:") for u in tab.requests)
