@@ -173,9 +173,13 @@ def _summary(result: ScanResult, args) -> str:
     c = result.counts
     listed = " (listed above; --errors FILE saves them)" if result.errors and args.format == "csv" and not args.errors else ""
     blank = f", {c['low_information']} blank or flat (grouped only with identical copies)" if c.get("low_information") else ""
+    # A folder that cannot be listed is an error but not one of the files found.
+    unlisted = sum(1 for e in result.errors if e.stage == "walk")
+    not_listed = f", {unlisted} not listed (folders or links that cannot be read)" if unlisted else ""
     text = (
         f"{plural(c.get('found', 0), 'file')} ({c.get('cached', 0)} answered by the cache): "
-        f"{plural(c.get('hashed', 0), 'image')} hashed{blank}, {c.get('errors', 0)} unreadable{listed}; "
+        f"{plural(c.get('hashed', 0), 'image')} hashed{blank}, {c.get('errors', 0) - unlisted} unreadable"
+        f"{not_listed}{listed}; "
         f"{plural(c.get('groups', 0), 'group')}, {plural(c.get('duplicates', 0), 'duplicate')}"
     )
     return f"{text} in {result.elapsed:.1f}s"

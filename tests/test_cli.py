@@ -297,3 +297,23 @@ def test_verbose_says_what_each_stage_did(dup_tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dupfinder: finding files: 5 of 5 files in" in err
     assert "dupfinder: hashing: 5 of 5 files in" in err and "dupfinder: grouping: in" in err
+
+
+def test_summary_tells_folders_it_could_not_list_from_unreadable_files(dup_tree, tmp_path, monkeypatch, capsys):
+    import importlib
+    import os
+
+    walk_module = importlib.import_module("dupfinder.walk")
+
+    (dup_tree / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    main(["scan", str(dup_tree), "-j", "0", "--no-cache", "-f", "json", "-o", str(tmp_path / "r.json")])
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "5 images hashed, 0 unreadable, 1 not listed (folders or links that cannot be read)" in summary
