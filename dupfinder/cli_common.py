@@ -129,7 +129,13 @@ class _Given(argparse.Action):
 
 
 def given(args, name: str) -> bool:
-    """Whether the user gave option ``name`` (a dest) on the command line, rather than leaving its default."""
+    """Whether the user gave option ``name`` (a dest) on the command line, rather than leaving its default.
+
+    >>> p = argparse.ArgumentParser()
+    >>> add_hash_options(p)
+    >>> given(p.parse_args(["-a", "phash"]), "algorithm"), given(p.parse_args([]), "algorithm")
+    (True, False)
+    """
     return name in getattr(args, "given", ())
 
 
@@ -303,6 +309,14 @@ def print_unreadable(errors: Sequence, args, errors_file: str | None) -> None:
 
     Even with --quiet: quiet silences progress and the summary, not the
     only record of a file that was not checked.
+
+    >>> import contextlib, io, types
+    >>> from dupfinder.models import ScanError
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     print_unreadable([ScanError("a.jpg", "open", "gone")], types.SimpleNamespace(format="csv"), None)
+    >>> err.getvalue().splitlines()
+    ['dupfinder: a.jpg: open: gone']
     """
     if args.format == "csv" and not errors_file:
         for e in errors:
