@@ -37,7 +37,7 @@ from .cli_common import (
 from .fingerprint import HashSpec, fingerprint_file
 from .models import DupfinderError, ScanError, ScanResult, UsageError
 from .report import atomic_writer, render_errors_csv, write_report
-from .scan import INDEX_METHODS, scan
+from .scan import INDEX_METHODS, MAX_HASH_SIZE, scan
 
 __all__ = ["ExitStatus", "main", "build_parser"]
 
@@ -154,8 +154,8 @@ def _run_hash(args) -> int:
     spec = HashSpec(
         algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat, orient=args.orient
     )
-    if args.hash_size < 8 or args.hash_size % 8:
-        print_error(f"error: --hash-size must be a multiple of 8, not {args.hash_size}")
+    if args.hash_size < 8 or args.hash_size % 8 or args.hash_size > MAX_HASH_SIZE:
+        print_error(f"error: --hash-size must be a multiple of 8 up to {MAX_HASH_SIZE}, not {args.hash_size}")
         return ExitStatus.ERROR
     failed = 0
     with stdout() as out:

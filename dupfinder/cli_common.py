@@ -300,7 +300,7 @@ def require_paths(paths: Sequence[str]) -> None:
     dupfinder.models.UsageError: no such file or folder: /no/such/folder
     """
     for path in paths:
-        if not os.path.lexists(path):
+        if not os.path.exists(path):  # a link to a drive that is gone too
             raise UsageError(f"no such file or folder: {path}")
 
 

@@ -87,9 +87,11 @@ def _reference_from(path: str, args, cache, bars):
     explicit = given(args, "algorithm") or given(args, "hash_size")
     if head.startswith(b"PK"):
         index = load_reference(path)
-        if explicit and (index.algorithm, index.hash_size) != (args.algorithm, args.hash_size):
-            msg = (f"reference {path} holds {index.algorithm} hashes at hash size {index.hash_size}: "
-                   f"drop --algorithm/--hash-size, or build the index with them")
+        # Only what the user gave must agree (PDQ has no hash size).
+        if (given(args, "algorithm") and args.algorithm != index.algorithm) or (
+                given(args, "hash_size") and index.algorithm != "pdq" and args.hash_size != index.hash_size):
+            size = "" if index.algorithm == "pdq" else f" at hash size {index.hash_size}"
+            msg = f"reference {path} holds {index.algorithm} hashes{size}: drop --algorithm/--hash-size, or build the index with them"
             raise UsageError(msg)
         return index
     if b"\0" in head or _is_image(path):  # one original, not a list of hashes

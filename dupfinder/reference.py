@@ -254,9 +254,9 @@ def read_hash_list(path: str | os.PathLike, *, algorithm: str | None = None,
                 parts = _SPLIT.split(text, maxsplit=1)
                 first = parts[0].strip('"')
                 if not _HEX.fullmatch(first) or len(first) % 16:
-                    if not rows and not header_seen and not _HEX.fullmatch(first):
+                    if not rows and not header_seen and not _HEX.fullmatch(first) and len(first) not in (16, 64):
                         header_seen = True
-                        continue  # a header line ("hash,label"); a mistyped first hash is not one
+                        continue  # a header line ("hash,label"); a mistyped first hash (hex, or a hash's length) is not one
                     msg = f"{path}:{number}: {first[:40]!r} is not a hex hash of 64 or 256 bits"
                     raise IndexFormatError(msg)
                 label = parts[1].strip().strip('"') if len(parts) > 1 else f"{os.path.basename(path)}:{number}"

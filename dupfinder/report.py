@@ -379,8 +379,10 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
     mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
     try:
         st = os.stat(path)  # through links
-    except OSError:
-        st = None
+    except FileNotFoundError:
+        st = None  # a new file, or a link to one: made where the link points, as `>` would
+    except OSError as exc:  # a link loop, a folder that cannot be searched
+        raise OSError(exc.errno, exc.strerror, path) from None
     if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         with open(path, **mode) as f:
             yield f
@@ -394,14 +396,20 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
         permissions = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         permissions = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
+    except OSError as exc:  # named after the report, not the temporary file
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         os.chmod(tmp, permissions)
         with open(fd, **mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from None
     except BaseException:
         try:
             os.unlink(tmp)

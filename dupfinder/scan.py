@@ -78,6 +78,10 @@ def walk_entries(
     entries: dict[str, FileEntry] = {}
     errors: list[ScanError] = []
     found = 0
+    # A root that is a link to a file ("scan photos elsewhere/link.jpg") is
+    # that file, which another root may list under its own name.
+    linked = {os.path.abspath(r): os.path.realpath(r) for r in map(os.fspath, settings.roots)
+              if os.path.islink(r) and os.path.isfile(r)}
     for item in walk(
         settings.roots,
         include=settings.include,
@@ -88,7 +92,8 @@ def walk_entries(
             errors.append(item)
             continue
         # Overlapping roots ("scan a a/b") must not list a file twice.
-        entries.setdefault(os.path.abspath(item.path), item)
+        where = os.path.abspath(item.path)
+        entries.setdefault(linked.get(where, where), item)
         found += 1
         if found % 500 == 0:
             progress(Progress("walk", found))

@@ -83,10 +83,12 @@ def walk(
     held: dict[int, FileEntry] = {}
 
     def listed(path: str, st: os.stat_result, *, through_link: bool) -> FileEntry | None:
+        entry = FileEntry(path, st.st_size, st.st_mtime_ns)
+        if not st.st_ino:  # no inode numbers (Windows' scandir, some network file systems): names cannot be told apart
+            return entry
         key = (st.st_dev << 64) | st.st_ino
         if key in seen_files:
             return None
-        entry = FileEntry(path, st.st_size, st.st_mtime_ns)
         if through_link:
             held.setdefault(key, entry)
             return None

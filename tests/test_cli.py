@@ -317,3 +317,33 @@ def test_summary_tells_folders_it_could_not_list_from_unreadable_files(dup_tree,
     main(["scan", str(dup_tree), "-j", "0", "--no-cache", "-f", "json", "-o", str(tmp_path / "r.json")])
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "5 images hashed, 0 unreadable, 1 not listed (folders or links that cannot be read)" in summary
+
+
+def test_a_root_that_links_to_a_file_another_root_lists_is_that_file(dup_tree, tmp_path, capsys):
+    first = sorted(dup_tree.glob("*.jpg"))[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "link.jpg").symlink_to(first)
+    out = tmp_path / "r.json"
+    main(["scan", str(dup_tree), str(elsewhere / "link.jpg"), "-q", "-j", "0", "--no-cache", "-f", "json",
+          "-o", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["counts"]["found"] == 5 and doc["counts"]["groups"] == 1  # the tree's own pair only
+
+
+def test_a_root_that_links_to_a_drive_that_is_gone_is_an_error(tmp_path, capsys):
+    (tmp_path / "backup").symlink_to(tmp_path / "unmounted" / "photos")
+    assert main(["scan", str(tmp_path / "backup"), "-q", "--no-cache"]) == ExitStatus.ERROR
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_report_onto_a_link_loop_is_refused_and_the_links_stay(dup_tree, tmp_path, capsys):
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    assert main(["scan", str(dup_tree), "-q", "-j", "0", "--no-cache", "-o", str(tmp_path / "loop1")]) == 2
+    assert (tmp_path / "loop1").is_symlink() and "loop1" in capsys.readouterr().err
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert main(["scan", str(dup_tree), "-q", "-j", "0", "--no-cache", "-o", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "reports" in err and ".dupfinder-" not in err  # the report's name, not a temporary one

@@ -265,3 +265,21 @@ def test_one_image_file_is_a_reference(world, tmp_path, capsys):
     assert result_code == ExitStatus.DUPLICATES_FOUND
     assert {Path(r["reference"]).name for m in doc["matches"] for r in m["references"]} == {one.name}
     assert len(doc["matches"]) >= len(COPIES)
+
+
+def test_options_that_agree_with_an_index_are_accepted(world, tmp_path, capsys):
+    refs, targets, _ = world
+    for argv in (["-a", "phash", "--hash-size", "16"], ["-a", "pdq"]):
+        idx = tmp_path / f"{argv[1]}.dfi"
+        assert main(["index", "build", str(refs), "-o", str(idx), "-q", "-j", "0", "--no-cache", *argv]) == 0
+        for given in (argv, argv[:2]):  # all of them, or only the algorithm
+            code = main(["match", "-r", str(idx), str(targets), "-q", "-j", "0", "--no-cache", *given])
+            assert code == ExitStatus.DUPLICATES_FOUND, (given, capsys.readouterr().err)
+    assert main(["match", "-r", str(tmp_path / "phash.dfi"), str(targets), "-q", "--no-cache", "--hash-size", "8"]) == 2
+
+
+def test_a_first_field_of_a_hashs_length_is_a_mistyped_hash_not_a_header(world, tmp_path, capsys):
+    refs, targets, _ = world
+    (tmp_path / "typo.csv").write_text("deadbeefdeadbeeg,one\n0123456789abcdef,two\n")
+    assert main(["match", "-r", str(tmp_path / "typo.csv"), str(targets), "-q", "-j", "0"]) == ExitStatus.ERROR
+    assert "typo.csv:1:" in capsys.readouterr().err

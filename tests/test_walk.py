@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -155,3 +156,39 @@ def test_unreadable_folder_becomes_error_and_walk_goes_on(tmp_path):
         ]
     finally:
         os.chmod(tmp_path / "secret", 0o755)
+
+
+def test_without_inode_numbers_every_file_is_listed(tmp_path, monkeypatch):
+    # Windows' scandir (and some network file systems) give st_ino 0: names
+    # cannot be told apart there, so none may be dropped as another's name.
+    walk_module = importlib.import_module("dupfinder.walk")
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        touch(tmp_path / name, name.encode())
+    real = os.scandir
+
+    class NoInode:
+        def __init__(self, entry):
+            self._entry = entry
+            self.name, self.path = entry.name, entry.path
+
+        def is_symlink(self):
+            return self._entry.is_symlink()
+
+        def stat(self, *, follow_symlinks=True):
+            st = self._entry.stat(follow_symlinks=follow_symlinks)
+            return os.stat_result((st.st_mode, 0, 0, 0, st.st_uid, st.st_gid, st.st_size,
+                                   int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+
+    class Listing:
+        def __init__(self, path):
+            self._it = real(path)
+
+        def __enter__(self):
+            return (NoInode(e) for e in self._it)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr(walk_module.os, "scandir", Listing)
+    assert names(walk([tmp_path], follow_symlinks=True)) == ["a.jpg", "b.jpg", "c.jpg"]
