@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from .filetable import LOW_QUALITY, is_low_information, low_information_mask, same_content_pairs
-from .index import find_matches, find_pairs, hamming_distance
+from .index import _popcount, find_matches, find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member, UsageError
 from .robust import extra_pairs, pair_distance, relation
 
@@ -148,7 +148,7 @@ def _distances_from(identities: np.ndarray, variants: np.ndarray) -> np.ndarray:
     the DCT, not from hashing the turned picture), so a pair's distance is
     the smaller of the two ways, for members and diameters alike.
     """
-    return np.stack([hamming_distance(identities, v.reshape(1, -1)) for v in variants], axis=1)
+    return _popcount(identities[:, None, :] ^ variants[None, :, :]).sum(axis=2, dtype=np.int32)
 
 
 def build_groups(
@@ -339,7 +339,10 @@ def only_new(groups: Sequence[DuplicateGroup], is_new: Callable[[str], bool]) ->
 
 def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras=None, threshold=0,
                 links=None) -> DuplicateGroup:
-    chosen = [files[i] for i in idx]
+    # A FileTable's brief rows skip the variant and extra hashes' hex, which
+    # nothing here reads (grouping 5000 files: 0.06 s of a 0.5 s warm scan).
+    row = files.brief if hasattr(files, "brief") else files.__getitem__
+    chosen = [row(int(i)) for i in idx]
     keep_at = min(range(len(chosen)), key=lambda i: key(chosen[i]))
     keep_file = chosen[keep_at]
     per_transform = _distances_to(variants[idx], variants[idx[keep_at], 0])

@@ -161,6 +161,20 @@ class FileTable(Sequence):
             _hex_rows(self._by_kind[:, i]) if extras else "",
         )
 
+    def brief(self, i: int) -> HashedFile:
+        """Row ``i`` without its variant and extra hashes: what a report's member and a keep rule use, 4x cheaper.
+
+        >>> t = FileTable.from_records([HashedFile("a.jpg", 3, 1, 8, 8, "00000000000000ff", variants="ff" * 64)])
+        >>> t.brief(0).variants, t[0].variants[:4]
+        ('', 'ffff')
+        """
+        i = _row(i, len(self), "FileTable")
+        return HashedFile(
+            self.paths[i], int(self.size[i]), self._mtime_big.get(i, int(self.mtime_ns[i])),
+            int(self.width[i]), int(self.height[i]), _hex_rows(self.words[i]),
+            self.digest[i].tobytes().hex() if self.has_digest[i] else "", "", int(self.quality[i]),
+        )
+
     def __eq__(self, other):
         if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
             return NotImplemented
