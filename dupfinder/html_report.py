@@ -44,7 +44,7 @@ from typing import TextIO
 
 from .imaging import load_image
 from .models import ScanError, ScanResult, UsageError
-from .report import format_time
+from .report import CSV_COLUMNS, csv_row, csv_text, format_time
 
 __all__ = ["render_html", "thumbnail", "human_size", "display_text"]
 
@@ -123,6 +123,7 @@ def _file_uri(path: str) -> str:
 def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
     index: dict[str, int] = {}
     groups = []
+    since = result.settings.new_since is not None
     for g in result.groups:
         members = []
         for m in g.members:
@@ -136,9 +137,18 @@ def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
                 member["x"] = list(m.box)
             if m.new:  # --new-since
                 member["n"] = 1
+            # The member's CSV row either side of its keep field, as the
+            # bytes the CSV report holds (a name that is not UTF-8 included):
+            # the page's "Save decisions" writes them back around the choice.
+            row = csv_row(g, m, since=since)
+            member["c"] = [_b64(csv_text(row[:2])), _b64(csv_text(row[3:]))]
             members.append(member)
         groups.append({"id": g.id, "d": g.max_distance, "m": members})
-    return {"page_size": page_size, "groups": groups}, list(index)
+    return {"page_size": page_size, "groups": groups, "header": ",".join(CSV_COLUMNS)}, list(index)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
 
 
 def _thumbs(paths: list[str], size: int) -> Iterator[dict]:
@@ -248,6 +258,8 @@ figcaption{font-size:.8rem;margin-top:.25rem}
 .path{font-family:ui-monospace,monospace;overflow-wrap:anywhere;margin:.15rem 0}
 .meta{color:#555}.new{background:#1f5fbf;color:#fff;margin-left:.3rem}
 .frame{position:relative;display:inline-block;line-height:0}
+.choice{display:block;margin-top:.2rem}.tools{display:flex;gap:1rem;align-items:center}
+.decisions{color:#a55a00}
 .box{position:absolute;box-sizing:border-box;border:2px solid #f0a000;outline:1px solid #0008;
 pointer-events:none}
 .box span{position:absolute;top:0;left:0;font:600 10px/1.3 system-ui,sans-serif;background:#f0a000;
@@ -259,6 +271,8 @@ _SCRIPT = """
   "use strict";
   var data = JSON.parse(document.getElementById("dupfinder-data").textContent);
   var groups = data.groups, thumbs = data.thumbs, size = data.page_size;
+  // The reviewer's choices, kept across pages: which files to keep.
+  var decided = groups.map(function (g) { return g.m.map(function (m) { return !!m.k; }); });
   var pages = Math.max(1, Math.ceil(groups.length / size));
   var main = document.getElementById("groups");
   var pagers = Array.prototype.slice.call(document.querySelectorAll(".pager"));
@@ -274,7 +288,7 @@ _SCRIPT = """
     if (text !== undefined) { node.textContent = text; }
     return node;
   }
-  function member(m) {
+  function member(m, gi, mi) {
     var fig = el("figure", m.k ? "member keep" : "member"), t = thumbs[m.i], img, frame = null;
     if (t && t.u) {
       frame = el("div", "frame");
@@ -306,6 +320,12 @@ _SCRIPT = """
       cap.appendChild(el("div", "meta", (m.t.indexOf("contained") === 0 ? "holds the kept picture at " :
         "shows the part of the kept picture at ") + m.x[0] + "," + m.x[1] + "\\u2013" + m.x[2] + "," + m.x[3]));
     }
+    var choice = el("label", "choice"), box = el("input");
+    box.type = "checkbox"; box.checked = decided[gi][mi];
+    box.addEventListener("change", function () { decided[gi][mi] = box.checked; changed(); });
+    choice.appendChild(box);
+    choice.appendChild(document.createTextNode(" keep this file"));
+    cap.appendChild(choice);
     fig.appendChild(cap);
     return {fig: fig, frame: frame};
   }
@@ -319,12 +339,14 @@ _SCRIPT = """
     b.appendChild(el("span", null, label));
     frame.appendChild(b);
   }
-  function card(g) {
+  function card(g, gi) {
     var section = el("section", "card");
     section.id = "group-" + g.id;
     section.appendChild(el("h2", null, "Group " + g.id + ": " + g.m.length +
       " files, largest distance " + g.d + " bits"));
-    var row = el("div", "row"), shown = g.m.map(member), kept = g.m[0].k ? shown[0] : null;
+    var row = el("div", "row"), kept;
+    var shown = g.m.map(function (m, mi) { return member(m, gi, mi); });
+    kept = g.m[0].k ? shown[0] : null;
     g.m.forEach(function (m, i) {
       if (!m.x) { return; }
       if (m.t.indexOf("contained") === 0) { box(shown[i].frame, m.x, m.w, m.h, "kept file"); }
@@ -366,7 +388,7 @@ _SCRIPT = """
   });
   function render() {
     var p = current(), first = (p - 1) * size, frag = document.createDocumentFragment();
-    groups.slice(first, first + size).forEach(function (g) { frag.appendChild(card(g)); });
+    groups.slice(first, first + size).forEach(function (g, k) { frag.appendChild(card(g, first + k)); });
     main.replaceChildren(frag);
     pagers.forEach(function (nav) {
       nav.querySelector(".where").textContent = "Page " + p + " of " + pages + " (groups " +
@@ -377,6 +399,41 @@ _SCRIPT = """
       nav.querySelector("input").value = p;
     });
     window.scrollTo(0, 0);
+  }
+  // "Save decisions": the CSV report again, byte for byte but for the keep
+  // column, ready for `dupfinder apply` (which skips a group left with no file kept).
+  function bytes(b64) {
+    var bin = atob(b64), out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i += 1) { out[i] = bin.charCodeAt(i); }
+    return out;
+  }
+  var status = el("span", "decisions");
+  function changed() {
+    var n = 0;
+    groups.forEach(function (g, gi) { g.m.forEach(function (m, mi) { if (decided[gi][mi] !== !!m.k) { n += 1; } }); });
+    status.textContent = n ? n + " file" + (n === 1 ? "" : "s") + " changed from the scan's choice" : "";
+  }
+  function save() {
+    var parts = [data.header + "\\n"];
+    groups.forEach(function (g, gi) {
+      g.m.forEach(function (m, mi) {
+        parts.push(bytes(m.c[0]), "," + (decided[gi][mi] ? "yes" : "no") + ",", bytes(m.c[1]), "\\n");
+      });
+    });
+    var link = el("a");
+    link.href = URL.createObjectURL(new Blob(parts, {type: "text/csv"}));
+    link.download = "dupfinder-decisions.csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+  if (groups.length) {
+    var tools = el("p", "tools"), saver = el("button", "save", "Save decisions (CSV for dupfinder apply)");
+    saver.type = "button";
+    saver.addEventListener("click", save);
+    tools.appendChild(saver);
+    tools.appendChild(status);
+    document.querySelector("header").appendChild(tools);
   }
   window.addEventListener("hashchange", render);
   render();

@@ -104,21 +104,37 @@ def _csv_rows(result: ScanResult) -> Iterator[list]:
     since = result.settings.new_since is not None
     for group in result.groups:
         for m in group.members:
-            yield [
-                group.id,
-                escape_cell(m.path),
-                "yes" if m.keep else "no",
-                m.distance,
-                m.transform,
-                m.width,
-                m.height,
-                m.size,
-                format_time(m.mtime_ns),
-                m.hash,
-                len(group),
-                group.max_distance,
-                ("yes" if m.new else "no") if since else "",
-            ]
+            yield csv_row(group, m, since=since)
+
+
+def csv_row(group, m, *, since: bool) -> list:
+    """A member's row of the CSV report (``keep`` is its third field; ``since``: the scan had --new-since)."""
+    return [
+        group.id,
+        escape_cell(m.path),
+        "yes" if m.keep else "no",
+        m.distance,
+        m.transform,
+        m.width,
+        m.height,
+        m.size,
+        format_time(m.mtime_ns),
+        m.hash,
+        len(group),
+        group.max_distance,
+        ("yes" if m.new else "no") if since else "",
+    ]
+
+
+def csv_text(row) -> str:
+    """One CSV line (no line end) exactly as the CSV report writes it.
+
+    >>> csv_text([1, "a,b.jpg", "yes"])
+    '1,"a,b.jpg",yes'
+    """
+    buf = io.StringIO()
+    _csv_writer(buf).writerow(row)
+    return buf.getvalue()[:-1]
 
 
 def render_csv(result: ScanResult, out: io.TextIOBase) -> None:

@@ -233,3 +233,39 @@ def test_partial_copies_show_their_box_on_the_picture_they_are_in(browser, tmp_p
     assert sorted(links.evaluate_all("as => as.map(a => a.href)")) == sorted(
         Path(m.path).resolve().as_uri() for m in group.members)
     assert tab.errors == [] and all(u.startswith("file:") or u.startswith("data:") for u in tab.requests)
+
+
+def test_decisions_saved_from_the_page_are_the_csv_report_with_the_keep_column_changed(browser, hostile_scan,
+                                                                                        tmp_path):
+    # Review in the browser, save, then `dupfinder apply`: the saved file is
+    # the CSV report byte for byte but for the reviewer's keep choices, names
+    # that are not UTF-8, hold commas, quotes or markup included.
+    from dupfinder.cli import main
+
+    folder, result = hostile_scan
+    csv_report = tmp_path / "report.csv"
+    dupfinder.write_report(result, format="csv", output=csv_report)
+    html = tmp_path / "report.html"
+    dupfinder.write_report(result, format="html", output=html)
+    tab = Page(browser)
+    page = tab.page
+    page.goto(html.as_uri())
+    latin = next(i for i, c in enumerate(page.locator(".member").all()) if "latin1" in c.inner_text())
+    flip = page.locator(".member .choice input").nth(latin)
+    was = flip.is_checked()
+    flip.click()
+    assert "1 file changed" in page.inner_text(".decisions")
+    with page.expect_download() as download:
+        page.click("button.save")
+    saved = Path(download.value.path()).read_bytes()
+    expected = csv_report.read_bytes().split(b"\n")
+    got = saved.split(b"\n")
+    assert len(got) == len(expected)
+    changed = [i for i, (a, b) in enumerate(zip(got, expected)) if a != b]
+    assert len(changed) == 1 and b"latin1-\xe9.jpg" in got[changed[0]]
+    before, after = (b",yes,", b",no,") if was else (b",no,", b",yes,")
+    assert got[changed[0]] == expected[changed[0]].replace(before, after, 1)
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_bytes(saved)
+    assert main(["apply", str(decisions), "--action", "delete"]) == 0  # a dry run that reads every row
+    assert tab.errors == []
