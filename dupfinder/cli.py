@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -332,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitStatus.BROKEN_PIPE)
     except (DupfinderError, OSError) as exc:
         return fail(f"error: {exc}", ExitStatus.ERROR)
+    except sqlite3.Error as exc:  # the cache could be opened but not written (a read-only file or disk)
+        return fail(f"error: the cache: {exc} (--no-cache, or --cache another file)", ExitStatus.ERROR)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -347,3 +347,23 @@ def test_a_report_onto_a_link_loop_is_refused_and_the_links_stay(dup_tree, tmp_p
     assert main(["scan", str(dup_tree), "-q", "-j", "0", "--no-cache", "-o", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "reports" in err and ".dupfinder-" not in err  # the report's name, not a temporary one
+
+
+def test_a_cache_that_cannot_be_written_is_a_clear_error(dup_tree, tmp_path, monkeypatch, capsys):
+    # A cache file on a read-only disk opens (for reading) and fails at the
+    # first write: one line and exit 2, not a traceback.
+    import sqlite3
+
+    from dupfinder.cache import Cache
+
+    def read_only(self):
+        if self.path.endswith("ro.sqlite") and Path(self.path).exists():
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    cache = str(tmp_path / "ro.sqlite")
+    Cache(cache).close()
+    monkeypatch.setattr(Cache, "_connect", read_only)
+    assert main(["scan", str(dup_tree), "-q", "-j", "0", "--cache", cache]) == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert "error: the cache: attempt to write a readonly database" in err and "Traceback" not in err
