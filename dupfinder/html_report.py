@@ -144,7 +144,10 @@ def _data(result: ScanResult, page_size: int) -> tuple[dict, list[str]]:
             member["c"] = [_b64(csv_text(row[:2])), _b64(csv_text(row[3:]))]
             members.append(member)
         groups.append({"id": g.id, "d": g.max_distance, "m": members})
-    return {"page_size": page_size, "groups": groups, "header": ",".join(CSV_COLUMNS)}, list(index)
+    data = {"page_size": page_size, "groups": groups, "header": ",".join(CSV_COLUMNS)}
+    if any(not os.path.isabs(p) for p in index):  # the saved decisions hold them as the CSV does
+        data["cwd"] = display_text(os.getcwd())
+    return data, list(index)
 
 
 def _b64(text: str) -> str:
@@ -300,13 +303,14 @@ _SCRIPT = """
     } else {
       fig.appendChild(el("div", "thumb missing", "No preview: " + (t ? t.e : "")));
     }
-    var cap = el("figcaption");
-    cap.appendChild(el("span", "badge", m.k ? "KEEP" : "duplicate"));
+    var cap = el("figcaption"), badge = el("span", "badge");
+    cap.appendChild(badge);
     if (m.n) { cap.appendChild(el("span", "badge new", "new")); }
     var where = el("div", "path");
     if (m.u) {
       var link = el("a", null, m.p);
-      link.href = m.u; link.rel = "noopener noreferrer";
+      // A new tab: leaving and coming back would rebuild the page's choices.
+      link.href = m.u; link.rel = "noopener noreferrer"; link.target = "_blank";
       where.appendChild(link);
     } else {
       where.textContent = m.p;
@@ -314,15 +318,23 @@ _SCRIPT = """
     cap.appendChild(where);
     cap.appendChild(el("div", "meta", m.w + " \\u00d7 " + m.h + " px, " + human(m.b)));
     cap.appendChild(el("div", "meta", m.m));
-    cap.appendChild(el("div", "meta", m.k ? "the file to keep" :
-      "distance " + m.d + " bits" + (m.t ? ", " + m.t : "")));
+    cap.appendChild(el("div", "meta", m.k ? "the scan's choice to keep" :
+      "distance " + m.d + " bits" + (m.t ? ", " + m.t : "") + " from the scan's choice"));
     if (m.x) {
       cap.appendChild(el("div", "meta", (m.t.indexOf("contained") === 0 ? "holds the kept picture at " :
         "shows the part of the kept picture at ") + m.x[0] + "," + m.x[1] + "\\u2013" + m.x[2] + "," + m.x[3]));
     }
     var choice = el("label", "choice"), box = el("input");
-    box.type = "checkbox"; box.checked = decided[gi][mi];
-    box.addEventListener("change", function () { decided[gi][mi] = box.checked; changed(); });
+    // The choices live in `decided`: a browser that restored form fields
+    // after Back would show boxes the saved file does not follow.
+    box.type = "checkbox"; box.autocomplete = "off"; box.checked = decided[gi][mi];
+    box.setAttribute("aria-label", "keep " + m.p);
+    function show() {
+      fig.className = decided[gi][mi] ? "member keep" : "member";
+      badge.textContent = decided[gi][mi] ? "KEEP" : "duplicate";
+    }
+    box.addEventListener("change", function () { decided[gi][mi] = box.checked; show(); changed(); });
+    show();
     choice.appendChild(box);
     choice.appendChild(document.createTextNode(" keep this file"));
     cap.appendChild(choice);
@@ -407,12 +419,26 @@ _SCRIPT = """
     for (var i = 0; i < bin.length; i += 1) { out[i] = bin.charCodeAt(i); }
     return out;
   }
-  var status = el("span", "decisions");
+  var status = el("span", "decisions"), unsaved = false;
   function changed() {
-    var n = 0;
-    groups.forEach(function (g, gi) { g.m.forEach(function (m, mi) { if (decided[gi][mi] !== !!m.k) { n += 1; } }); });
+    // The counts follow the choices; a group left with no file kept is
+    // skipped by apply, so it frees nothing.
+    var n = 0, dups = 0, freed = 0;
+    groups.forEach(function (g, gi) {
+      var any = decided[gi].some(function (k) { return k; });
+      g.m.forEach(function (m, mi) {
+        if (decided[gi][mi] !== !!m.k) { n += 1; }
+        if (any && !decided[gi][mi]) { dups += 1; freed += m.b; }
+      });
+    });
+    document.getElementById("count-duplicates").textContent = dups;
+    document.getElementById("count-freeable").textContent = human(freed);
     status.textContent = n ? n + " file" + (n === 1 ? "" : "s") + " changed from the scan's choice" : "";
+    unsaved = true;
   }
+  window.addEventListener("beforeunload", function (event) {
+    if (unsaved) { event.preventDefault(); event.returnValue = ""; }
+  });
   function save() {
     var parts = [data.header + "\\n"];
     groups.forEach(function (g, gi) {
@@ -426,12 +452,16 @@ _SCRIPT = """
     document.body.appendChild(link);
     link.click();
     link.remove();
+    unsaved = false;
   }
   if (groups.length) {
     var tools = el("p", "tools"), saver = el("button", "save", "Save decisions (CSV for dupfinder apply)");
     saver.type = "button";
     saver.addEventListener("click", save);
     tools.appendChild(saver);
+    if (data.cwd) {
+      tools.appendChild(el("span", "meta", "paths are relative to " + data.cwd + ": run dupfinder apply there"));
+    }
     tools.appendChild(status);
     document.querySelector("header").appendChild(tools);
   }

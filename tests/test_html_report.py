@@ -268,4 +268,15 @@ def test_decisions_saved_from_the_page_are_the_csv_report_with_the_keep_column_c
     decisions = tmp_path / "decisions.csv"
     decisions.write_bytes(saved)
     assert main(["apply", str(decisions), "--action", "delete"]) == 0  # a dry run that reads every row
+    # What the page shows follows the choice: the badge, the frame, the counts.
+    figure = page.locator(".member").nth(latin)
+    assert figure.locator(".badge").first.inner_text() == ("duplicate" if was else "KEEP")
+    assert ("keep" in figure.get_attribute("class").split()) is not was
+    assert page.inner_text("#count-duplicates") == str(result.counts["duplicates"] + (1 if was else -1))
+    # Away and Back: the boxes show what a save would write (the scan's
+    # choice again), never a restored tick the saved file would not follow.
+    page.goto("about:blank")
+    page.go_back()
+    assert page.locator(".member .choice input").nth(latin).is_checked() is was
+    assert page.inner_text(".decisions") == ""
     assert tab.errors == []
