@@ -20,7 +20,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from .filetable import LOW_QUALITY, is_low_information, low_information_mask, same_content_pairs
+from .filetable import (
+    LOW_QUALITY,
+    is_low_information,
+    low_information_mask,
+    same_content_pairs,
+)
 from .index import _popcount, find_matches, find_pairs, hamming_distance
 from .models import DuplicateGroup, HashedFile, Member, UsageError
 from .robust import extra_pairs, pair_distance, relation
