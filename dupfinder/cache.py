@@ -54,6 +54,25 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Lock files this process holds. A forked worker closes its copies at once:
+# a flock belongs to every copy of the descriptor, so a worker left behind
+# by a kill -9 of its parent would otherwise keep every later run "busy".
+# (Closing a copy does not release the parent's lock.)
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
 SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
 # entries stop matching instead of mixing with new ones.
@@ -172,6 +191,25 @@ def _b(path: str) -> bytes:
     return os.fsencode(path)
 
 
+def move_aside(path: str, reason: str) -> str:
+    """Move a damaged cache file (and its WAL) to ``PATH.broken-DATE``, with a warning; returns where.
+
+    The next open starts a new cache; nothing of the old one is read again.
+
+    >>> import tempfile
+    >>> p = tempfile.mktemp(suffix=".sqlite")
+    >>> _ = open(p, "w").write("junk")
+    >>> ".broken-" in move_aside(p, "unreadable"), os.path.exists(p)
+    (True, False)
+    """
+    aside = f"{path}.broken-{time.strftime('%Y%m%d-%H%M%S')}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, aside + suffix)
+    log.warning("cache %s was %s; moved it to %s and started a new one", path, reason, aside)
+    return aside
+
+
 class Cache:
     """An open hash cache; use as a context manager.
 
@@ -220,9 +258,11 @@ class Cache:
             msg = f"another dupfinder is using the cache {self.path}"
             raise CacheBusyError(msg) from None
         self._lock_fd = fd
+        _HELD_LOCKS.add(fd)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -297,13 +337,8 @@ class Cache:
         )
 
     def _move_aside(self, reason: str) -> None:
-        if self.path == ":memory:":
-            return
-        aside = f"{self.path}.broken-{time.strftime('%Y%m%d-%H%M%S')}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, aside + suffix)
-        log.warning("cache %s was %s; moved it to %s and started a new one", self.path, reason, aside)
+        if self.path != ":memory:":
+            move_aside(self.path, reason)
 
     def __enter__(self) -> Cache:
         return self

@@ -280,6 +280,24 @@ def _check_options(args) -> None:
         raise UsageError("--hash-size does not apply to pdq: its hashes are always 256 bits")
 
 
+def _handle(args) -> int:
+    # A cache damaged inside (the open found its header and schema fine)
+    # fails at the first query that reads the damage: moved aside and the
+    # command run once more on a new cache, as a damaged header is, so a
+    # nightly job does not fail every night.
+    try:
+        return args.handler(args)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) or getattr(args, "no_cache", False) or not hasattr(args, "cache"):
+            raise
+        from .cache import default_cache_path, move_aside
+
+        path = args.cache or default_cache_path()
+        aside = move_aside(path, f"damaged ({exc})")
+        print_error(f"warning: the cache {path} is damaged ({exc}); moved it to {aside} and starting again")
+        return args.handler(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (see :class:`ExitStatus`).
 
@@ -314,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_options(args)
-        return int(args.handler(args))
+        return int(_handle(args))
     except _Terminated:
         _forget_unhandled_interrupt()  # a KeyboardInterrupt too
         return fail("terminated; the work done so far is cached", ExitStatus.TERMINATED)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -64,6 +66,19 @@ def _ignore_sigint() -> None:
     # turned the pool's terminate() of a broken pool into an exception the
     # worker tried to send back through a pipe nobody read (a hang at exit).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A parent killed with SIGKILL (the OOM killer, `timeout -s KILL`) cannot
+    # stop its pool: the workers would wait forever on a queue nobody feeds,
+    # holding the cron job's output pipe open. They leave when it is gone.
+    threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True, name="dupfinder-parent-watch").start()
+
+
+def _leave_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_WATCH_SECONDS)
+    os._exit(1)
+
+
+_WATCH_SECONDS = 0.5
 
 
 class ProcessExecutor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -232,6 +233,49 @@ def test_kill_9_part_way_then_rerun_gives_the_same_report(slow_tree, tmp_path):
     assert len(fresh.groups) == 5
 
 
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="forked children only")
+def test_a_forked_child_does_not_keep_the_cache_locked(tmp_path):
+    # A worker left behind by a kill -9 of its parent must not hold the lock
+    # it inherited: every later night would exit 75 ("busy").
+    db = tmp_path / "c.sqlite"
+    cache = Cache(str(db), lock=True)
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        cache.close()  # the parent lets go; the child lives on
+        with Cache(str(db), lock=True):
+            pass
+    finally:
+        child.kill()
+        child.join()
+
+
+def test_workers_leave_when_their_parent_is_killed(tmp_path):
+    # The parent dies without stopping its pool (SIGKILL, the OOM killer):
+    # idle workers would wait forever on a queue nobody feeds.
+    code = (
+        "import os, sys\n"
+        "from dupfinder.executor import ProcessExecutor\n"
+        "ex = ProcessExecutor(1)\n"
+        "list(ex.map_unordered(abs, [1]))\n"  # the worker is up and idle
+        "print(next(iter(ex._pool._processes)), flush=True)\n"
+        "os._exit(0)\n"  # no shutdown, as after a kill -9
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    worker = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"worker {worker} outlived its parent")
+
+
 def test_sigterm_exits_143_keeps_the_work_and_the_old_report(slow_tree, tmp_path):
     db = tmp_path / "c.sqlite"
     out = tmp_path / "report.json"
@@ -364,3 +408,28 @@ def test_a_busy_old_cache_is_opened_as_it_is_not_moved_aside(tmp_path):
         cache.put_features(b"d", "k", b"x")
         cache.commit()
         assert cache.lookup_features(b"d", spec="k") == b"x"
+
+
+def test_a_cache_damaged_inside_is_moved_aside_and_the_scan_goes_on(tree, tmp_path, capsys):
+    # Its header and schema read fine, so the open keeps it; the damage shows
+    # at a later query. Failing every night until someone looks is not an
+    # option for a cron job: the cache is moved aside and the scan runs again.
+    db = tmp_path / "c.sqlite"
+    report = tmp_path / "r.csv"
+    assert main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)]) == 1
+    expected = report.read_bytes()
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        for page in range(2, size // 4096):
+            f.seek(page * 4096 + 100)
+            f.write(bytes(range(256)) * 8)
+    capsys.readouterr()
+    assert main(["scan", str(tree), "--cache", str(db), "-j", "0", "-q", "-o", str(report)]) == 1
+    assert "is damaged" in capsys.readouterr().err
+    assert report.read_bytes() == expected
+    assert list(tmp_path.glob("c.sqlite.broken-*"))
+    with Cache(db) as cache:  # the new cache holds what the second run hashed
+        assert cache.info().files > 0
