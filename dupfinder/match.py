@@ -30,7 +30,14 @@ from .hashing import Hasher, ProgressCallback, _noop
 from .index import find_matches
 from .models import FileEntry, HashedFile, Progress, ScanError, ScanSettings, UsageError
 from .reference import ReferenceIndex, from_files
-from .scan import default_threshold, validate_settings, walk_entries
+from .scan import (
+    check_arguments,
+    default_threshold,
+    roots_of,
+    validate_settings,
+    walk_entries,
+    whole_number,
+)
 from .walk import walk
 
 __all__ = ["RefHit", "Match", "MatchResult", "build_reference", "match"]
@@ -111,8 +118,9 @@ def build_reference(
     >>> [pathlib.Path(label).name for label in ref.labels], errors
     (['orig.png'], ())
     """
+    check_arguments(cache=cache, workers=workers, executor=executor, progress=progress)
     settings = ScanSettings(
-        roots=tuple(os.fspath(p) for p in paths), algorithm=algorithm, hash_size=hash_size,
+        roots=roots_of(paths), algorithm=algorithm, hash_size=whole_number("hash_size", hash_size),
         compat=compat, orient=orient, include=tuple(include), exclude=tuple(exclude),
         follow_symlinks=follow_symlinks,
     )
@@ -330,15 +338,15 @@ def match(
     [('copy.png', 'mirror')]
     """
     started = time.monotonic()
+    check_arguments(cache=cache, workers=workers, executor=executor, progress=progress)
     progress = progress or _noop
     algorithm, hash_size = reference.algorithm, reference.hash_size
     if algorithm not in ALGORITHMS:
         msg = f"the reference uses {algorithm!r}, which this dupfinder cannot compute"
         raise UsageError(msg)
-    if threshold is None:
-        threshold = default_threshold(algorithm, hash_size)
+    threshold = default_threshold(algorithm, hash_size) if threshold is None else whole_number("threshold", threshold)
     settings = ScanSettings(
-        roots=tuple(os.fspath(p) for p in targets), threshold=threshold, algorithm=algorithm,
+        roots=roots_of(targets), threshold=threshold, algorithm=algorithm,
         hash_size=hash_size, compat=compat, orient=orient, include=tuple(include),
         exclude=tuple(exclude), follow_symlinks=follow_symlinks, transforms=transforms,
         partial=partial,

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .filetable import low_information_mask
-from .models import ReportFormatError, ScanResult
+from .models import ReportFormatError, ScanResult, UsageError
 
 __all__ = [
     "CSV_COLUMNS",
@@ -452,7 +452,7 @@ def write_report(
     render = renderer or _RENDERERS.get(format)
     if render is None:
         msg = f"unknown report format {format!r}; choose from {', '.join(FORMATS)}"
-        raise ValueError(msg)
+        raise UsageError(msg)  # a ValueError too, as it was
     if output is None:
         if not hasattr(sys.stdout, "buffer"):  # a replaced stdout (tests, IDEs)
             render(result, sys.stdout)

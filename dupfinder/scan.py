@@ -54,6 +54,9 @@ def validate_settings(settings: ScanSettings) -> None:
         msg = (f"hash size must be a multiple of 8 up to {MAX_HASH_SIZE} (8 gives 64 bits, 16 gives 256), "
                f"not {settings.hash_size}")
         raise UsageError(msg)
+    if settings.algorithm == "whash" and settings.hash_size & (settings.hash_size - 1):
+        msg = f"whash needs a hash size that is a power of 2 (8, 16 or 32), not {settings.hash_size}"
+        raise UsageError(msg)
     bits = 256 if settings.algorithm == "pdq" else settings.hash_size * settings.hash_size
     if settings.threshold > bits // 2:
         # Two unrelated pictures' hashes differ in about half their bits.
@@ -69,6 +72,57 @@ def validate_settings(settings: ScanSettings) -> None:
     if not settings.roots:
         msg = "give at least one file or folder to scan"
         raise UsageError(msg)
+
+
+def roots_of(paths) -> tuple[str, ...]:
+    """The roots a caller gave: a list of paths, or one path (not its characters); UsageError otherwise.
+
+    >>> roots_of(["a", "b"]), roots_of("photos")
+    (('a', 'b'), ('photos',))
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        return (os.fspath(paths),)
+    try:
+        return tuple(os.fspath(p) for p in paths)
+    except TypeError:
+        msg = f"give the files and folders to scan as a list of paths, not {paths!r:.60}"
+        raise UsageError(msg) from None
+
+
+def check_arguments(*, cache=None, workers=None, executor=None, progress=None) -> None:
+    """UsageError for a library argument of the wrong kind, before any work (not a TypeError from deep inside).
+
+    >>> check_arguments(workers=-1)
+    Traceback (most recent call last):
+    ...
+    dupfinder.models.UsageError: workers must be None (one per CPU), 0 (this process) or more, not -1
+    """
+    from .cache import Cache
+
+    if cache is not None and not isinstance(cache, Cache):
+        msg = f"cache must be an open dupfinder.cache.Cache (Cache(path)), not {type(cache).__name__}"
+        raise UsageError(msg)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        msg = f"workers must be None (one per CPU), 0 (this process) or more, not {workers!r}"
+        raise UsageError(msg)
+    if executor is not None and not callable(getattr(executor, "map_unordered", None)):
+        msg = "executor must have map_unordered(fn, items) and close() (see the README)"
+        raise UsageError(msg)
+    if progress is not None and not callable(progress):
+        msg = f"progress must be a callable that takes Progress records, not {type(progress).__name__}"
+        raise UsageError(msg)
+
+
+def whole_number(name: str, value) -> int:
+    """``value`` if it is an int (not a bool), else UsageError naming ``name``.
+
+    >>> whole_number("threshold", 5)
+    5
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be a whole number, not {value!r}"
+        raise UsageError(msg)
+    return value
 
 
 def walk_entries(
@@ -161,11 +215,16 @@ def scan(
     [('c.png', 'open')]
     """
     started = time.monotonic()
+    check_arguments(cache=cache, workers=workers, executor=executor, progress=progress)
     progress = progress or _noop
-    if threshold is None:
-        threshold = default_threshold(algorithm, hash_size)
+    hash_size = whole_number("hash_size", hash_size)
+    threshold = default_threshold(algorithm, hash_size) if threshold is None else whole_number("threshold", threshold)
+    if not (new_since is None or new_since == "last" or (isinstance(new_since, (int, float))
+                                                          and not isinstance(new_since, bool))):
+        msg = f"new_since must be a Unix time or 'last', not {new_since!r}"
+        raise UsageError(msg)
     settings = ScanSettings(
-        roots=tuple(os.fspath(p) for p in paths),
+        roots=roots_of(paths),
         threshold=threshold,
         algorithm=algorithm,
         hash_size=hash_size,

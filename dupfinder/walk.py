@@ -72,6 +72,8 @@ def walk(
     >>> [os.path.basename(e.path) for e in walk([d])]
     ['a.JPG']
     """
+    if isinstance(roots, (str, bytes, os.PathLike)):  # one path, not its characters
+        roots = [roots]
     include = tuple(include)
     exclude = tuple(exclude)
     seen_dirs: set[tuple[int, int]] = set()

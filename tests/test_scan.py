@@ -303,3 +303,31 @@ def test_a_file_digested_in_the_rename_search_is_not_digested_again(tmp_path, ph
         result = scan([tmp_path], workers=0, cache=cache)
     assert sorted(read) == ["b.jpg", "c.jpg"]
     assert result.counts["decoded"] == 1 and len(result.groups) == 1
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"threshold": "5"}, "threshold must be a whole number"),
+    ({"threshold": 2.5}, "threshold must be a whole number"),
+    ({"hash_size": "8"}, "hash_size must be a whole number"),
+    ({"workers": "2"}, "workers must be None"),
+    ({"workers": -1}, "workers must be None"),
+    ({"cache": "/tmp/cache.sqlite"}, "cache must be an open dupfinder.cache.Cache"),
+    ({"executor": object()}, "executor must have map_unordered"),
+    ({"progress": 5}, "progress must be a callable"),
+    ({"new_since": "2026-11-25"}, "new_since must be a Unix time or 'last'"),
+    ({"algorithm": "whash", "hash_size": 24}, "whash needs a hash size that is a power of 2"),
+])
+def test_library_arguments_of_the_wrong_kind_are_usage_errors_before_any_work(tmp_path, kwargs, says):
+    seen = []
+    with pytest.raises(UsageError, match=says):
+        scan([tmp_path], progress=kwargs.pop("progress", seen.append), **kwargs)
+    assert seen == []  # nothing was walked
+
+
+def test_one_path_given_as_a_string_is_one_root(tmp_path, photos):
+    shutil.copyfile(photos[0], tmp_path / "a.jpg")
+    shutil.copyfile(photos[0], tmp_path / "b.jpg")
+    result = scan(str(tmp_path), workers=0)
+    assert result.settings.roots == (str(tmp_path),) and len(result.groups) == 1
+    with pytest.raises(UsageError, match="list of paths"):
+        scan(None, workers=0)
