@@ -408,6 +408,26 @@ class Cache:
                 sizes.add(size)
         return sizes
 
+    def sizes_gone_elsewhere(self, sizes: Iterable[int], *, under: Iterable[str]) -> set[int]:
+        """Of ``sizes``, those of cached files outside ``under`` that no longer exist.
+
+        A file moved from a tree scanned on its own (Downloads) into this one
+        (Pictures) left its entry there: new files of such a size have their
+        digest read too. Costs one pass over the table and a stat per entry
+        of a wanted size, only when there are new files.
+        """
+        wanted = set(sizes)
+        if not wanted:
+            return set()
+        inside = [_b(os.path.join(os.fspath(r), "")) for r in under]
+        exact = {_b(os.fspath(r)) for r in under}
+        found: set[int] = set()
+        for path, size in self.db.execute("SELECT path, size FROM files"):
+            if size in wanted and size not in found and path not in exact and not path.startswith(tuple(inside)):
+                if not os.path.lexists(os.fsdecode(path)):
+                    found.add(size)
+        return found
+
     def _rows_under(self, roots: Iterable[str], columns: str) -> Iterator[tuple]:
         for root in roots:
             prefix = _b(os.path.join(os.fspath(root), ""))

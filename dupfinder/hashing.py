@@ -323,9 +323,10 @@ class Hasher:
             return
         # A renamed or moved file keeps its size: only new files whose size
         # matches a vanished entry's are digested to look for their old result.
-        sizes = cache.sizes_of_missing(
-            (os.path.abspath(e.path) for e in entries), under=[os.path.abspath(r) for r in self.roots]
-        )
+        roots = [os.path.abspath(r) for r in self.roots]
+        sizes = cache.sizes_of_missing((os.path.abspath(e.path) for e in entries), under=roots)
+        # Or moved in from a tree scanned on its own, with the same cache.
+        sizes |= cache.sizes_gone_elsewhere({e.size for e in misses} - sizes, under=roots)
         paths = [e.path for e in misses if e.size in sizes]
         found: set[str] = set()
         for batch, digests in self.executor.map_unordered(_digest_batch, in_batches(paths, self.workers)):

@@ -433,3 +433,24 @@ def test_a_cache_damaged_inside_is_moved_aside_and_the_scan_goes_on(tree, tmp_pa
     assert list(tmp_path.glob("c.sqlite.broken-*"))
     with Cache(db) as cache:  # the new cache holds what the second run hashed
         assert cache.info().files > 0
+
+
+def test_a_file_moved_in_from_a_tree_scanned_apart_is_not_decoded_again(tmp_path, photos):
+    # One cache for every nightly job: Downloads and Pictures are scanned
+    # apart, and a photo moved from one to the other keeps its hashes.
+    downloads, pictures = tmp_path / "Downloads", tmp_path / "Pictures"
+    downloads.mkdir()
+    pictures.mkdir()
+    for src in photos[:4]:
+        shutil.copyfile(src, downloads / src.name)
+    for src in photos[4:8]:
+        shutil.copyfile(src, pictures / src.name)
+    with Cache(tmp_path / "c.sqlite") as cache:
+        scan([downloads], workers=0, cache=cache)
+        scan([pictures], workers=0, cache=cache)
+        moved = photos[0].name
+        (downloads / moved).rename(pictures / moved)
+        shutil.copyfile(photos[9], pictures / "really_new.jpg")
+        again = scan([pictures], workers=0, cache=cache)
+    assert again.counts["decoded"] == 1  # only the new file
+    assert again.files == scan([pictures], workers=0).files
