@@ -239,9 +239,17 @@ def test_a_forked_child_does_not_keep_the_cache_locked(tmp_path):
     # it inherited: every later night would exit 75 ("busy").
     db = tmp_path / "c.sqlite"
     cache = Cache(str(db), lock=True)
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    fork = multiprocessing.get_context("fork")
+    up = fork.Event()
+
+    def live_on():
+        up.set()  # after the fork hooks ran
+        time.sleep(30)
+
+    child = fork.Process(target=live_on)
     child.start()
     try:
+        assert up.wait(timeout=30)
         cache.close()  # the parent lets go; the child lives on
         with Cache(str(db), lock=True):
             pass
