@@ -171,6 +171,7 @@ def make_executor(workers: int | None, *, jobs: int) -> Executor:
         workers = os.cpu_count() or 1
         if jobs < 16:
             workers = 0
+    workers = int(workers)  # numpy's integers too
     if workers <= 0:
         return InlineExecutor()
     return LazyExecutor(workers)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Iterable
@@ -102,7 +103,7 @@ def check_arguments(*, cache=None, workers=None, executor=None, progress=None) -
     if cache is not None and not isinstance(cache, Cache):
         msg = f"cache must be an open dupfinder.cache.Cache (Cache(path)), not {type(cache).__name__}"
         raise UsageError(msg)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0):
         msg = f"workers must be None (one per CPU), 0 (this process) or more, not {workers!r}"
         raise UsageError(msg)
     if executor is not None and not callable(getattr(executor, "map_unordered", None)):
@@ -119,10 +120,10 @@ def whole_number(name: str, value) -> int:
     >>> whole_number("threshold", 5)
     5
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's integers too
         msg = f"{name} must be a whole number, not {value!r}"
         raise UsageError(msg)
-    return value
+    return int(value)
 
 
 def walk_entries(

@@ -331,3 +331,13 @@ def test_one_path_given_as_a_string_is_one_root(tmp_path, photos):
     assert result.settings.roots == (str(tmp_path),) and len(result.groups) == 1
     with pytest.raises(UsageError, match="list of paths"):
         scan(None, workers=0)
+
+
+def test_numpy_integers_are_whole_numbers(tmp_path, photos):
+    import numpy as np
+
+    shutil.copyfile(photos[0], tmp_path / "a.jpg")
+    shutil.copyfile(photos[0], tmp_path / "b.jpg")
+    result = scan([tmp_path], threshold=np.int64(5), hash_size=np.int32(8), workers=np.int64(0))
+    assert result.settings.threshold == 5 and type(result.settings.threshold) is int
+    assert len(result.groups) == 1
