@@ -34,6 +34,7 @@ import logging
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,24 +55,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Lock files this process holds. A forked worker closes its copies at once:
-# a flock belongs to every copy of the descriptor, so a worker left behind
-# by a kill -9 of its parent would otherwise keep every later run "busy".
-# (Closing a copy does not release the parent's lock.)
-_HELD_LOCKS: set[int] = set()
+# Caches of this process that hold their lock file (see forget_inherited_locks).
+_LOCKED: weakref.WeakSet = weakref.WeakSet()
 
 
-def _close_inherited_locks() -> None:
-    for fd in _HELD_LOCKS:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD_LOCKS.clear()
+def forget_inherited_locks() -> None:
+    """In a forked worker: close the copies of the parent's cache locks, which it never uses.
 
+    A flock belongs to every copy of the descriptor, so a worker left behind
+    by a kill -9 of its parent would keep every later run "busy" (exit 75).
+    Closing a copy does not release the parent's lock. The worker's copies
+    of the Cache objects forget their descriptor, so that nothing closes its
+    number again once another file has it.
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited_locks)
+    >>> forget_inherited_locks()  # in a process holding none: nothing to do
+    """
+    for cache in list(_LOCKED):
+        fd, cache._lock_fd = cache._lock_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _LOCKED.clear()
 
 SCHEMA_VERSION = 3
 # Bump when decoding or hashing changes the bits a file gets, so that old
@@ -258,11 +264,11 @@ class Cache:
             msg = f"another dupfinder is using the cache {self.path}"
             raise CacheBusyError(msg) from None
         self._lock_fd = fd
-        _HELD_LOCKS.add(fd)
+        _LOCKED.add(self)
 
     def _release_lock(self) -> None:
+        _LOCKED.discard(self)
         if self._lock_fd is not None:
-            _HELD_LOCKS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -348,13 +354,17 @@ class Cache:
 
     def close(self) -> None:
         """Commit what is pending and close the file."""
-        if self.db is not None:
-            try:
-                self.commit()
-            finally:
-                self.db.close()
-                self.db = None
-        self._release_lock()
+        try:
+            if self.db is not None:
+                try:
+                    self.commit()
+                finally:
+                    self.db.close()
+                    self.db = None
+        finally:
+            # Even when the commit fails (a damaged file): a lock kept here
+            # made the rerun on a new cache report "busy".
+            self._release_lock()
 
     # -- files and results ---------------------------------------------------
 
@@ -419,13 +429,13 @@ class Cache:
         wanted = set(sizes)
         if not wanted:
             return set()
-        inside = [_b(os.path.join(os.fspath(r), "")) for r in under]
+        inside = tuple(_b(os.path.join(os.fspath(r), "")) for r in under)
         exact = {_b(os.fspath(r)) for r in under}
         found: set[int] = set()
         for path, size in self.db.execute("SELECT path, size FROM files"):
-            if size in wanted and size not in found and path not in exact and not path.startswith(tuple(inside)):
-                if not os.path.lexists(os.fsdecode(path)):
-                    found.add(size)
+            elsewhere = size in wanted and size not in found and path not in exact and not path.startswith(inside)
+            if elsewhere and not os.path.lexists(os.fsdecode(path)):
+                found.add(size)
         return found
 
     def _rows_under(self, roots: Iterable[str], columns: str) -> Iterator[tuple]:

@@ -70,6 +70,10 @@ def _ignore_sigint() -> None:
     # stop its pool: the workers would wait forever on a queue nobody feeds,
     # holding the cron job's output pipe open. They leave when it is gone.
     threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True, name="dupfinder-parent-watch").start()
+    # Nor keep the cache's lock, which a forked worker inherits.
+    from .cache import forget_inherited_locks
+
+    forget_inherited_locks()
 
 
 def _leave_with(parent: int) -> None:

@@ -119,8 +119,9 @@ def build_reference(
     (['orig.png'], ())
     """
     check_arguments(cache=cache, workers=workers, executor=executor, progress=progress)
+    hash_size = whole_number("hash_size", hash_size)
     settings = ScanSettings(
-        roots=roots_of(paths), algorithm=algorithm, hash_size=whole_number("hash_size", hash_size),
+        roots=roots_of(paths), algorithm=algorithm, hash_size=hash_size,
         compat=compat, orient=orient, include=tuple(include), exclude=tuple(exclude),
         follow_symlinks=follow_symlinks,
     )

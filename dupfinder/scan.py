@@ -81,10 +81,12 @@ def roots_of(paths) -> tuple[str, ...]:
     >>> roots_of(["a", "b"]), roots_of("photos")
     (('a', 'b'), ('photos',))
     """
+    # Bytes paths become str (as os.fsdecode gives them) so that the walk
+    # compares extensions like any other path.
     if isinstance(paths, (str, bytes, os.PathLike)):
-        return (os.fspath(paths),)
+        return (os.fsdecode(paths),)
     try:
-        return tuple(os.fspath(p) for p in paths)
+        return tuple(os.fsdecode(p) for p in paths)
     except TypeError:
         msg = f"give the files and folders to scan as a list of paths, not {paths!r:.60}"
         raise UsageError(msg) from None
@@ -220,7 +222,7 @@ def scan(
     progress = progress or _noop
     hash_size = whole_number("hash_size", hash_size)
     threshold = default_threshold(algorithm, hash_size) if threshold is None else whole_number("threshold", threshold)
-    if not (new_since is None or new_since == "last" or (isinstance(new_since, (int, float))
+    if not (new_since is None or new_since == "last" or (isinstance(new_since, numbers.Real)
                                                           and not isinstance(new_since, bool))):
         msg = f"new_since must be a Unix time or 'last', not {new_since!r}"
         raise UsageError(msg)

@@ -152,7 +152,7 @@ def walk(
         # stream forever, and they are not photos.
 
     for root in roots:
-        root = os.fspath(root)
+        root = os.fsdecode(root)  # bytes too: the names are compared as text
         if os.path.isdir(root) and not os.path.islink(root):
             yield from visit_dir(root)
         elif not os.path.lexists(root):

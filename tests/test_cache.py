@@ -234,28 +234,42 @@ def test_kill_9_part_way_then_rerun_gives_the_same_report(slow_tree, tmp_path):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="forked children only")
-def test_a_forked_child_does_not_keep_the_cache_locked(tmp_path):
+def test_a_forked_worker_does_not_keep_the_cache_locked(tmp_path):
     # A worker left behind by a kill -9 of its parent must not hold the lock
     # it inherited: every later night would exit 75 ("busy").
+    from dupfinder.executor import ProcessExecutor
+
     db = tmp_path / "c.sqlite"
     cache = Cache(str(db), lock=True)
-    fork = multiprocessing.get_context("fork")
-    up = fork.Event()
-
-    def live_on():
-        up.set()  # after the fork hooks ran
-        time.sleep(30)
-
-    child = fork.Process(target=live_on)
-    child.start()
+    pool = ProcessExecutor(1, start_method="fork")
     try:
-        assert up.wait(timeout=30)
-        cache.close()  # the parent lets go; the child lives on
+        assert [r for _, r in pool.map_unordered(abs, [-1])] == [1]  # the worker is up
+        cache.close()  # the parent lets go; the worker lives on
         with Cache(str(db), lock=True):
             pass
     finally:
-        child.kill()
-        child.join()
+        pool.close()
+
+
+def test_a_process_forked_otherwise_keeps_its_cache(tmp_path):
+    # Only dupfinder's workers let the lock go: a daemon that forks and goes
+    # on with the cache in the child keeps it locked, and its close works.
+    db = tmp_path / "c.sqlite"
+    cache = Cache(str(db), lock=True)
+    fork = multiprocessing.get_context("fork")
+    done = fork.Event()
+
+    def child_closes():
+        cache.close()
+        done.set()
+
+    child = fork.Process(target=child_closes)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0 and done.is_set()
+    with pytest.raises(CacheBusyError):
+        Cache(str(db), lock=True)  # the parent still holds it
+    cache.close()
 
 
 def test_workers_leave_when_their_parent_is_killed(tmp_path):
@@ -462,3 +476,19 @@ def test_a_file_moved_in_from_a_tree_scanned_apart_is_not_decoded_again(tmp_path
         again = scan([pictures], workers=0, cache=cache)
     assert again.counts["decoded"] == 1  # only the new file
     assert again.files == scan([pictures], workers=0).files
+
+
+def test_a_close_that_fails_still_lets_the_lock_go(tmp_path, monkeypatch):
+    # A damaged cache fails its last commit; the lock must go with it, or the
+    # rerun on a new cache reports "busy".
+    db = tmp_path / "c.sqlite"
+    cache = Cache(str(db), lock=True)
+
+    def damaged():
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(cache, "commit", damaged)
+    with pytest.raises(sqlite3.DatabaseError):
+        cache.close()
+    with Cache(str(db), lock=True):
+        pass

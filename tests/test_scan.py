@@ -341,3 +341,15 @@ def test_numpy_integers_are_whole_numbers(tmp_path, photos):
     result = scan([tmp_path], threshold=np.int64(5), hash_size=np.int32(8), workers=np.int64(0))
     assert result.settings.threshold == 5 and type(result.settings.threshold) is int
     assert len(result.groups) == 1
+
+
+def test_roots_as_bytes_and_new_since_as_any_real_number(tmp_path, photos):
+    import numpy as np
+
+    from dupfinder.cache import Cache
+
+    shutil.copyfile(photos[0], tmp_path / "a.jpg")
+    shutil.copyfile(photos[0], tmp_path / "b.jpg")
+    assert len(scan(os.fsencode(tmp_path), workers=0).groups) == 1
+    with Cache(tmp_path / "c.sqlite") as cache:
+        assert len(scan([tmp_path], workers=0, cache=cache, new_since=np.float32(0)).groups) == 1
