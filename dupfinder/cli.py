@@ -38,7 +38,7 @@ from .cli_common import (
 from .fingerprint import HashSpec, fingerprint_file
 from .models import DupfinderError, ScanError, ScanResult, UsageError
 from .report import atomic_writer, render_errors_csv, write_report
-from .scan import INDEX_METHODS, MAX_HASH_SIZE, scan
+from .scan import INDEX_METHODS, check_hash_size, scan
 
 __all__ = ["ExitStatus", "main", "build_parser"]
 
@@ -155,9 +155,7 @@ def _run_hash(args) -> int:
     spec = HashSpec(
         algorithm=args.algorithm, hash_size=args.hash_size, compat=args.compat, orient=args.orient
     )
-    if args.hash_size < 8 or args.hash_size % 8 or args.hash_size > MAX_HASH_SIZE:
-        print_error(f"error: --hash-size must be a multiple of 8 up to {MAX_HASH_SIZE}, not {args.hash_size}")
-        return ExitStatus.ERROR
+    check_hash_size(args.hash_size)
     failed = 0
     with stdout() as out:
         for path in args.files:

@@ -84,7 +84,6 @@ def _reference_from(path: str, args, cache, bars):
         raise UsageError(f"reference {path}: not a regular file or a folder")
     with open(path, "rb") as f:
         head = f.read(4096)
-    explicit = given(args, "algorithm") or given(args, "hash_size")
     if head.startswith(b"PK"):
         index = load_reference(path)
         # Only what the user gave must agree (PDQ has no hash size).
@@ -96,6 +95,7 @@ def _reference_from(path: str, args, cache, bars):
         return index
     if b"\0" in head or _is_image(path):  # one original, not a list of hashes
         return _reference_from_folder(path, args, cache, bars)
+    explicit = given(args, "algorithm") or given(args, "hash_size")
     return read_hash_list(path, algorithm=args.algorithm if explicit else None,
                           hash_size=args.hash_size if given(args, "hash_size") else None)
 

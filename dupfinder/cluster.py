@@ -362,12 +362,12 @@ def _make_group(files, idx: np.ndarray, variants: np.ndarray, key, names, extras
         box = None
         if f.digest and f.digest == keep_file.digest:
             transform, distance = ("" if i == keep_at else "identical"), 0
-        elif reverse[i, r] < per_transform[i, t]:
-            transform, distance = names[r], int(reverse[i, r])
         else:
-            transform = "" if t == 0 else INVERSE.get(names[t], names[t])
-            distance = int(per_transform[i, t])
-        if not (f.digest and f.digest == keep_file.digest):
+            if reverse[i, r] < per_transform[i, t]:
+                transform, distance = names[r], int(reverse[i, r])
+            else:
+                transform = "" if t == 0 else INVERSE.get(names[t], names[t])
+                distance = int(per_transform[i, t])
             if distance > threshold and links and (int(idx[keep_at]), int(idx[i])) in links:
                 transform, box = links[int(idx[keep_at]), int(idx[i])]
             elif distance > threshold and extras is not None:

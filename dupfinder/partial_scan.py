@@ -70,6 +70,11 @@ def features_once(files: FileTable, *, executor, orient: bool, progress, errors:
     from .partial import Features, features_for
 
     stored = StoredFeatures(cache, orient=orient)
+
+    def keep(i: int, f) -> None:
+        if cache is not None:  # a row costs its hash's hex: only to store
+            stored.put(files.brief(i), f)
+
     first, later, distinct = _first_copies(files)
     features: list = [None] * len(files)
     todo = []
@@ -78,8 +83,7 @@ def features_once(files: FileTable, *, executor, orient: bool, progress, errors:
         features[i] = stored.get(files.paths[i], digest)
         if features[i] is None and ready and digest in ready:
             features[i] = dataclasses.replace(ready[digest], path=files.paths[i])
-            if cache is not None:  # a row costs its hex: only to store
-                stored.put(files[i], features[i])
+            keep(i, features[i])
         if features[i] is None:
             todo.append(i)
     base = 0  # files computed in earlier rounds: one bar for all of them
@@ -95,8 +99,7 @@ def features_once(files: FileTable, *, executor, orient: bool, progress, errors:
         for i, f in zip(todo, found):
             if isinstance(f, Features):
                 features[i] = f
-                if cache is not None:
-                    stored.put(files[i], f)
+                keep(i, f)
                 continue
             if f is not None:
                 errors.append(f)

@@ -40,10 +40,10 @@ class StoredFeatures:
         self.key = features_key(orient=orient)
         self._pending = 0
         self._writable = cache is not None
-        # Older settings or OpenCV are never read again; both orientation
-        # settings are kept (a nightly scan and a match may differ there).
-        self._write(cache.forget_features if cache is not None else None,
-                    other_than=(features_key(orient=True), features_key(orient=False)))
+        if cache is not None:
+            # Older settings or OpenCV are never read again; both orientation
+            # settings are kept (a nightly scan and a match may differ there).
+            self._write(cache.forget_features, other_than=(features_key(orient=True), features_key(orient=False)))
 
     def _write(self, method, *args, **kwargs) -> None:
         # A cache that cannot be written now (read-only, another process
@@ -98,7 +98,8 @@ class StoredFeatures:
 
     def close(self) -> None:
         """Commit what is pending."""
-        self._write(self.cache.commit if self.cache is not None else None)
+        if self.cache is not None:
+            self._write(self.cache.commit)
 
 
 def _unchanged(path: str, size: int, mtime_ns: int) -> bool:

@@ -406,12 +406,9 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
     if os.path.islink(path):
         path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        # mkstemp makes 0600 files; a report gets the mode of the one it
-        # replaces, or what the umask gives a new file, as `>` would.
-        permissions = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        permissions = 0o666 & ~_umask()
+    # mkstemp makes 0600 files; a report gets the mode of the one it
+    # replaces, or what the umask gives a new file, as `>` would.
+    permissions = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
     try:
         fd, tmp = tempfile.mkstemp(prefix=".dupfinder-", suffix=".tmp", dir=folder)
     except OSError as exc:  # named after the report, not the temporary file

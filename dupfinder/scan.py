@@ -51,10 +51,7 @@ def validate_settings(settings: ScanSettings) -> None:
     if settings.algorithm not in ALGORITHMS:
         msg = f"unknown algorithm {settings.algorithm!r}; choose from {', '.join(ALGORITHMS)}"
         raise UsageError(msg)
-    if settings.hash_size < 8 or settings.hash_size % 8 or settings.hash_size > MAX_HASH_SIZE:
-        msg = (f"hash size must be a multiple of 8 up to {MAX_HASH_SIZE} (8 gives 64 bits, 16 gives 256), "
-               f"not {settings.hash_size}")
-        raise UsageError(msg)
+    check_hash_size(settings.hash_size)
     if settings.algorithm == "whash" and settings.hash_size & (settings.hash_size - 1):
         msg = f"whash needs a hash size that is a power of 2 (8, 16 or 32), not {settings.hash_size}"
         raise UsageError(msg)
@@ -72,6 +69,20 @@ def validate_settings(settings: ScanSettings) -> None:
         raise UsageError(msg)
     if not settings.roots:
         msg = "give at least one file or folder to scan"
+        raise UsageError(msg)
+
+
+def check_hash_size(hash_size: int) -> None:
+    """UsageError unless ``hash_size`` is a multiple of 8 up to :data:`MAX_HASH_SIZE` (``scan`` and ``hash`` alike).
+
+    >>> check_hash_size(16)
+    >>> check_hash_size(12)
+    Traceback (most recent call last):
+    ...
+    dupfinder.models.UsageError: hash size must be a multiple of 8 up to 32 (8 gives 64 bits, 16 gives 256), not 12
+    """
+    if hash_size < 8 or hash_size % 8 or hash_size > MAX_HASH_SIZE:
+        msg = f"hash size must be a multiple of 8 up to {MAX_HASH_SIZE} (8 gives 64 bits, 16 gives 256), not {hash_size}"
         raise UsageError(msg)
 
 
